@@ -1,0 +1,1 @@
+//! The bus part of the node runtime.

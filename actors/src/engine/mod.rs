@@ -1,0 +1,1 @@
+//! The engine part of the node runtime.

@@ -1,0 +1,1 @@
+//! The monitor part of the node runtime.

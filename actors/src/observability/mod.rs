@@ -1,0 +1,1 @@
+//! The observability part of the node runtime.

@@ -1,0 +1,1 @@
+//! The registry part of the node runtime.

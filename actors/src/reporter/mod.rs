@@ -1,0 +1,1 @@
+//! The reporter part of the node runtime.

@@ -1,0 +1,1 @@
+//! The supervisor part of the node runtime.

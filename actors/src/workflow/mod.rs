@@ -1,0 +1,1 @@
+//! The workflow part of the node runtime.

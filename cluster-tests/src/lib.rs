@@ -1,0 +1,1 @@
+//! Cluster tests live in `tests/`; this library holds their shared helpers.

@@ -1,0 +1,1 @@
+//! ire's replicated lease locks, fault ledger, campaigns and audit log on openraft + sled.

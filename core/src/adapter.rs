@@ -1,0 +1,295 @@
+//! The environment adapter contract and the optional fault capabilities adapters offer.
+//!
+//! An adapter drives one environment. Plugins are written against this trait alone; a
+//! fault whose mechanics differ per environment (delaying a network, pausing a workload) is
+//! an optional capability: the adapter returns `Some(&dyn ...)` from the accessor when it
+//! can do it, and a plugin asked to run where it cannot gets [`Error::Unsupported`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::resource::{
+    AdapterConfig, AdapterInfo, DeleteOptions, ExecOptions, ExecResult, Metrics, Resource,
+    ResourceEvent, ResourceSpec,
+};
+use crate::selector::ResourceFilter;
+
+/// Names of capabilities an adapter lists in [`AdapterInfo::capabilities`].
+pub mod capability {
+    /// Commands can be run inside resources.
+    pub const EXEC: &str = "exec";
+    /// Resources can be watched as an event stream.
+    pub const WATCH: &str = "watch";
+    /// Metrics can be read.
+    pub const METRICS: &str = "metrics";
+    /// Any signal can be sent, and workloads paused and resumed ([`super::SignalControl`]).
+    pub const SIGNALS: &str = "signals";
+    /// Network faults can be applied ([`super::NetworkFaults`]).
+    pub const NETWORK: &str = "network";
+    /// Replica counts can be changed ([`super::Scaling`]).
+    pub const SCALE: &str = "scale";
+    /// Resources can be created and updated from a spec.
+    pub const CREATE: &str = "create";
+}
+
+/// A stream of resource events; it ends when the watch ends.
+pub type ResourceEventStream = BoxStream<'static, Result<ResourceEvent>>;
+
+/// Drives one environment (the seed's EnvironmentAdapter).
+///
+/// `id` arguments are a resource's runtime id or its [`crate::ResourceKey`] string; adapters
+/// accept both, so a key recorded before a resource was recreated still finds it.
+#[async_trait]
+pub trait EnvironmentAdapter: Send + Sync + 'static {
+    /// Connects and checks the configuration; called once before any other method.
+    async fn initialize(&mut self, config: AdapterConfig) -> Result<()>;
+    /// Releases connections and ends watches.
+    async fn close(&self) -> Result<()>;
+
+    /// Lists resources that match the filter, one page of them.
+    async fn list_resources(&self, filter: &ResourceFilter) -> Result<Vec<Resource>>;
+    /// One resource by id or key.
+    async fn get_resource(&self, id: &str) -> Result<Resource>;
+
+    /// Starts a stopped resource.
+    async fn start_resource(&self, id: &str) -> Result<()>;
+    /// Stops a resource, killing it after the grace period.
+    async fn stop_resource(&self, id: &str, grace_period: Duration) -> Result<()>;
+    /// Restarts a resource.
+    async fn restart_resource(&self, id: &str) -> Result<()>;
+    /// Deletes a resource.
+    async fn delete_resource(&self, id: &str, options: &DeleteOptions) -> Result<()>;
+    /// Creates a resource from a spec.
+    async fn create_resource(&self, spec: &ResourceSpec) -> Result<Resource>;
+    /// Changes a resource's spec.
+    async fn update_resource(&self, id: &str, spec: &ResourceSpec) -> Result<Resource>;
+
+    /// Streams changes to resources that match the filter, from the environment's own
+    /// event source (not by polling).
+    async fn watch_resources(&self, filter: &ResourceFilter) -> Result<ResourceEventStream>;
+
+    /// Runs a command inside a resource.
+    async fn exec_in_resource(
+        &self,
+        id: &str,
+        cmd: &[String],
+        options: &ExecOptions,
+    ) -> Result<ExecResult>;
+
+    /// Reads a resource's normalized metrics.
+    async fn get_metrics(&self, id: &str) -> Result<Metrics>;
+
+    /// What this adapter is and can do.
+    fn adapter_info(&self) -> AdapterInfo;
+
+    /// Signals, pause and resume, where the environment offers them.
+    fn signals(&self) -> Option<&dyn SignalControl> {
+        None
+    }
+    /// Network faults, where the environment offers them.
+    fn network_faults(&self) -> Option<&dyn NetworkFaults> {
+        None
+    }
+    /// Scaling, where the environment offers it.
+    fn scaling(&self) -> Option<&dyn Scaling> {
+        None
+    }
+}
+
+impl dyn EnvironmentAdapter {
+    /// The signal capability, or an `Unsupported` error naming this adapter.
+    pub fn require_signals(&self) -> Result<&dyn SignalControl> {
+        self.signals()
+            .ok_or_else(|| Error::unsupported("signals", self.adapter_info().name))
+    }
+    /// The network fault capability, or an `Unsupported` error naming this adapter.
+    pub fn require_network_faults(&self) -> Result<&dyn NetworkFaults> {
+        self.network_faults()
+            .ok_or_else(|| Error::unsupported("network faults", self.adapter_info().name))
+    }
+    /// The scaling capability, or an `Unsupported` error naming this adapter.
+    pub fn require_scaling(&self) -> Result<&dyn Scaling> {
+        self.scaling()
+            .ok_or_else(|| Error::unsupported("scaling", self.adapter_info().name))
+    }
+}
+
+/// A POSIX signal by name (`SIGKILL`, `SIGTERM`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Signal(String);
+
+impl Signal {
+    /// The common signals and their Linux numbers.
+    const KNOWN: &'static [(&'static str, i32)] = &[
+        ("SIGHUP", 1),
+        ("SIGINT", 2),
+        ("SIGQUIT", 3),
+        ("SIGABRT", 6),
+        ("SIGKILL", 9),
+        ("SIGUSR1", 10),
+        ("SIGSEGV", 11),
+        ("SIGUSR2", 12),
+        ("SIGPIPE", 13),
+        ("SIGALRM", 14),
+        ("SIGTERM", 15),
+        ("SIGCONT", 18),
+        ("SIGSTOP", 19),
+        ("SIGTSTP", 20),
+    ];
+
+    /// SIGKILL.
+    pub fn kill() -> Self {
+        Signal("SIGKILL".into())
+    }
+    /// SIGTERM.
+    pub fn term() -> Self {
+        Signal("SIGTERM".into())
+    }
+
+    /// The canonical name, `SIG` prefixed and upper case.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// The Linux signal number.
+    pub fn number(&self) -> i32 {
+        Self::KNOWN
+            .iter()
+            .find(|(n, _)| *n == self.0)
+            .map(|(_, num)| *num)
+            .expect("a Signal is only built from a known name")
+    }
+}
+
+impl TryFrom<String> for Signal {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.as_str().parse()
+    }
+}
+
+impl std::str::FromStr for Signal {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let upper = s.trim().to_ascii_uppercase();
+        if let Ok(num) = upper.parse::<i32>() {
+            if let Some((n, _)) = Self::KNOWN.iter().find(|(_, k)| *k == num) {
+                return Ok(Signal((*n).into()));
+            }
+        }
+        let name = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        if Self::KNOWN.iter().any(|(n, _)| *n == name) {
+            Ok(Signal(name))
+        } else {
+            Err(Error::invalid("signal", format!("unknown signal {s:?}")))
+        }
+    }
+}
+
+impl From<Signal> for String {
+    fn from(s: Signal) -> String {
+        s.0
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Sending signals to workloads, and freezing them.
+#[async_trait]
+pub trait SignalControl: Send + Sync {
+    /// Sends a signal to the resource's main process.
+    async fn send_signal(&self, id: &str, signal: &Signal) -> Result<()>;
+    /// Freezes the resource.
+    async fn pause(&self, id: &str) -> Result<()>;
+    /// Unfreezes the resource.
+    async fn resume(&self, id: &str) -> Result<()>;
+}
+
+/// A network fault to apply to a resource's traffic.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NetworkFault {
+    /// Added latency.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub latency: Option<Duration>,
+    /// Random variation of the latency.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub jitter: Option<Duration>,
+    /// Percent of packets dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_percent: Option<f64>,
+    /// Bandwidth limit, bits per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_bps: Option<u64>,
+    /// Cut all traffic.
+    #[serde(default)]
+    pub partition: bool,
+    /// The interface to act on (adapter default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+}
+
+/// What an adapter needs to take a network fault back, recorded in the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkFaultHandle {
+    /// The resource's id when the fault was applied.
+    pub resource_id: String,
+    /// The fault that was applied.
+    pub fault: NetworkFault,
+    /// Adapter-specific data needed to revert it.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+/// Applying and reverting network faults.
+#[async_trait]
+pub trait NetworkFaults: Send + Sync {
+    /// Applies the fault; the handle is what [`NetworkFaults::revert`] needs.
+    async fn apply(&self, id: &str, fault: &NetworkFault) -> Result<NetworkFaultHandle>;
+    /// Reverts a fault; reverting one that is already gone is `Ok`.
+    async fn revert(&self, handle: &NetworkFaultHandle) -> Result<()>;
+}
+
+/// Changing replica counts of scalable resources.
+#[async_trait]
+pub trait Scaling: Send + Sync {
+    /// The current desired replica count.
+    async fn replicas(&self, id: &str) -> Result<i32>;
+    /// Sets the desired replica count.
+    async fn scale(&self, id: &str, replicas: i32) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_short_name_and_number() {
+        assert_eq!("SIGKILL".parse::<Signal>().unwrap(), Signal::kill());
+        assert_eq!("kill".parse::<Signal>().unwrap(), Signal::kill());
+        assert_eq!("9".parse::<Signal>().unwrap(), Signal::kill());
+        assert_eq!("term".parse::<Signal>().unwrap().number(), 15);
+        assert!("SIGNOPE".parse::<Signal>().is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! Lease locks: each resource is faulted by at most one execution at a time.
+//!
+//! The consensus crate implements [`LockService`] on the replicated state machine; the
+//! `testsuite` feature has an in-memory one. A lease carries a [`FencingToken`] that only
+//! grows for a key, and every action taken under the lease carries it.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::resource::ResourceKey;
+
+/// A monotonically increasing token issued with each lease grant (the raft log index of the
+/// grant in the replicated implementation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FencingToken(pub u64);
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A granted lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    /// The locked resource.
+    pub key: ResourceKey,
+    /// Who holds it (an execution id, qualified by node).
+    pub holder: String,
+    /// The lease's token.
+    pub token: FencingToken,
+    /// When the lease lapses unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The answer to an acquire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockOutcome {
+    /// The caller now holds the lease.
+    Granted(LeaseGrant),
+    /// Someone else holds it.
+    Held {
+        /// Who holds it.
+        holder: String,
+        /// Until when (None for an operator hold, which never expires).
+        until: Option<DateTime<Utc>>,
+    },
+}
+
+/// What is known about a key's lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// The key.
+    pub key: ResourceKey,
+    /// The current lease, if unexpired.
+    pub lease: Option<LeaseGrant>,
+    /// An operator hold, if any: (who, why).
+    pub hold: Option<OperatorHold>,
+}
+
+/// An operator's protection of a resource from every campaign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorHold {
+    /// Who placed it.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub since: DateTime<Utc>,
+}
+
+/// Cluster-wide lease locks on resources.
+#[async_trait]
+pub trait LockService: Send + Sync + 'static {
+    /// Takes the lease for `ttl` if it is free, expired, or already the holder's.
+    async fn acquire(&self, key: &ResourceKey, holder: &str, ttl: Duration) -> Result<LockOutcome>;
+    /// Extends a lease; fails with `Conflict` if the token is not the current one or expired.
+    async fn renew(
+        &self,
+        key: &ResourceKey,
+        token: FencingToken,
+        ttl: Duration,
+    ) -> Result<LeaseGrant>;
+    /// Gives a lease back; fails with `Conflict` if the token is not the current one.
+    async fn release(&self, key: &ResourceKey, token: FencingToken) -> Result<()>;
+    /// Protects a resource from every campaign until [`LockService::unhold`].
+    async fn hold(&self, key: &ResourceKey, by: &str, reason: &str) -> Result<()>;
+    /// Removes an operator hold.
+    async fn unhold(&self, key: &ResourceKey) -> Result<()>;
+    /// What is known about a key, read linearizably.
+    async fn lock_info(&self, key: &ResourceKey) -> Result<LockInfo>;
+}

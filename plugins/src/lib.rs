@@ -1,0 +1,1 @@
+//! ire's chaos, healing and backup plugin catalog.
