@@ -1,1 +1,13 @@
-//! ire's replicated lease locks, fault ledger, campaigns and audit log on openraft + sled.
+//! ire-consensus: replicated lease locks, fault ledger, campaigns and audit log on openraft
+//! (storage-v2) with a sled store, and the raft transport over ractor_cluster.
+
+// The replicated data and its storage.
+pub mod state;
+pub mod store;
+pub mod types;
+
+// The cluster: transport, raft node, client API.
+pub mod client;
+pub mod network;
+pub mod node;
+pub mod transport;

@@ -1,0 +1,1 @@
+//! The network part of the consensus crate.

@@ -1,0 +1,1 @@
+//! The node part of the consensus crate.

@@ -1,0 +1,1 @@
+//! The state part of the consensus crate.

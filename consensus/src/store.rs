@@ -1,0 +1,1 @@
+//! The store part of the consensus crate.

@@ -1,0 +1,1 @@
+//! The transport part of the consensus crate.

@@ -1,0 +1,1 @@
+//! The types part of the consensus crate.
