@@ -250,14 +250,14 @@ mod tests {
 
     #[test]
     fn context_keeps_class_and_chain() {
-        let inner = Error::unavailable("docker daemon", std::io::Error::other("refused"));
+        let inner = Error::unavailable("container daemon", std::io::Error::other("refused"));
         let e = inner
             .context("listing resources")
             .context("resolving target cache");
         assert!(e.is_retryable());
         assert_eq!(
             e.chain_message(),
-            "resolving target cache: listing resources: unavailable: docker daemon: refused"
+            "resolving target cache: listing resources: unavailable: container daemon: refused"
         );
         assert!(matches!(e.root(), Error::Unavailable { .. }));
     }

@@ -344,7 +344,7 @@ fn default_retries() -> u32 {
     3
 }
 
-/// Adapter configuration: the adapter's own keys (socket path, kubeconfig, fleet file, ...).
+/// Adapter configuration: the adapter's own keys (socket path, API credentials, fleet file, ...).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AdapterConfig {
     /// The adapter instance's name, the first segment of its resources' keys.

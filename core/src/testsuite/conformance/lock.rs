@@ -1,0 +1,138 @@
+//! The LockService suite (seed properties 73 and 98; DESIGN.md's lease semantics).
+
+use std::time::Duration;
+
+use super::eventually;
+use crate::error::Error;
+use crate::lock::{LockOutcome, LockService};
+use crate::resource::ResourceKey;
+
+/// Runs every lock check on keys under `prefix`. `short_ttl` must be long enough for one
+/// round trip and short enough to wait out (e.g. 300 ms).
+pub async fn lock_conformance(locks: &dyn LockService, prefix: &str, short_ttl: Duration) {
+    let key = |n: &str| -> ResourceKey { format!("{prefix}/{n}").parse().expect("valid key") };
+    let long = Duration::from_secs(30);
+    let granted = |o: LockOutcome, what: &str| match o {
+        LockOutcome::Granted(g) => g,
+        LockOutcome::Held { holder, .. } => panic!("{what}: expected a grant, held by {holder}"),
+    };
+
+    // A free key is granted; a second holder is told who holds it.
+    let a = key("a");
+    let g1 = granted(
+        locks.acquire(&a, "exec-1", long).await.expect("acquire"),
+        "free key",
+    );
+    match locks
+        .acquire(&a, "exec-2", long)
+        .await
+        .expect("acquire held")
+    {
+        LockOutcome::Held { holder, until } => {
+            assert_eq!(holder, "exec-1", "[p73] held by the wrong holder");
+            assert!(until.is_some(), "[p73] a lease's expiry is not reported");
+        }
+        LockOutcome::Granted(_) => panic!("[p73] two holders were granted one key"),
+    }
+    let info = locks.lock_info(&a).await.expect("lock_info");
+    assert_eq!(
+        info.lease.as_ref().map(|l| l.token),
+        Some(g1.token),
+        "lock_info lost the lease"
+    );
+
+    // Release needs the right token; a wrong one changes nothing.
+    let wrong = crate::lock::FencingToken(g1.token.0 + 1000);
+    match locks.release(&a, wrong).await {
+        Err(e) => assert!(
+            matches!(e.root(), Error::Conflict { .. }),
+            "wrong-token release: {e}"
+        ),
+        Ok(()) => panic!("release with a wrong token was accepted"),
+    }
+    assert!(
+        locks.lock_info(&a).await.unwrap().lease.is_some(),
+        "a wrong-token release freed the key"
+    );
+    locks
+        .release(&a, g1.token)
+        .await
+        .expect("release with the right token");
+    assert!(
+        locks.lock_info(&a).await.unwrap().lease.is_none(),
+        "release did not free the key"
+    );
+
+    // Tokens only grow.
+    let g2 = granted(
+        locks.acquire(&a, "exec-2", long).await.unwrap(),
+        "released key",
+    );
+    assert!(
+        g2.token > g1.token,
+        "[p98] token did not grow: {} then {}",
+        g1.token,
+        g2.token
+    );
+    let renewed = locks.renew(&a, g2.token, long).await.expect("renew");
+    assert_eq!(renewed.token, g2.token, "renew changed the token");
+    assert!(
+        renewed.expires_at >= g2.expires_at,
+        "renew moved expiry back"
+    );
+    locks.release(&a, g2.token).await.unwrap();
+
+    // An expired lease can be taken by another holder, and its old token is dead.
+    let b = key("b");
+    let g3 = granted(
+        locks.acquire(&b, "exec-3", short_ttl).await.unwrap(),
+        "free key b",
+    );
+    let g4 = eventually(short_ttl * 20, "expired lease taken over", || async {
+        match locks.acquire(&b, "exec-4", long).await.ok()? {
+            LockOutcome::Granted(g) => Some(g),
+            LockOutcome::Held { .. } => None,
+        }
+    })
+    .await;
+    assert!(g4.token > g3.token, "[p98] takeover token did not grow");
+    assert!(
+        locks.renew(&b, g3.token, long).await.is_err(),
+        "renew of an expired, taken lease succeeded"
+    );
+    assert!(
+        locks.release(&b, g3.token).await.is_err(),
+        "release with a superseded token succeeded"
+    );
+    locks.release(&b, g4.token).await.unwrap();
+
+    // An operator hold blocks every acquire until it is lifted.
+    let c = key("c");
+    locks.hold(&c, "alice", "maintenance").await.expect("hold");
+    match locks.acquire(&c, "exec-5", long).await.unwrap() {
+        LockOutcome::Held { until, .. } => {
+            assert!(until.is_none(), "an operator hold reported an expiry")
+        }
+        LockOutcome::Granted(_) => panic!("acquire succeeded on a held resource"),
+    }
+    assert!(
+        locks.lock_info(&c).await.unwrap().hold.is_some(),
+        "lock_info lost the hold"
+    );
+    locks.unhold(&c).await.expect("unhold");
+    let g5 = granted(
+        locks.acquire(&c, "exec-5", long).await.unwrap(),
+        "unheld key",
+    );
+    locks.release(&c, g5.token).await.unwrap();
+
+    // Bad input is refused.
+    assert!(
+        locks.acquire(&c, "", long).await.is_err(),
+        "an empty holder was accepted"
+    );
+    assert!(
+        locks.acquire(&c, "x", Duration::ZERO).await.is_err(),
+        "a zero ttl was accepted"
+    );
+}

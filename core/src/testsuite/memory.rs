@@ -1,0 +1,492 @@
+//! In-memory implementations of the storage-like traits: locks, ledger, storage, secrets,
+//! audit, config and authorization.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::config::{ConfigChangeStream, ConfigMap, ConfigProvider};
+use crate::error::{Error, Result};
+use crate::ledger::{FaultEntry, FaultLedger, FaultQuery, FaultState};
+use crate::lock::{FencingToken, LeaseGrant, LockInfo, LockOutcome, LockService, OperatorHold};
+use crate::report::{Query, StorageBackend};
+use crate::resource::{Resource, ResourceKey};
+use crate::security::{
+    Action, AuditEntry, AuditLogger, AuthorizationProvider, Secret, SecretProvider,
+};
+
+/// A clock the in-memory services read; tests can move it.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+#[derive(Default)]
+struct LockTable {
+    leases: BTreeMap<ResourceKey, LeaseGrant>,
+    holds: BTreeMap<ResourceKey, OperatorHold>,
+    last_token: u64,
+}
+
+/// A single-process [`LockService`] with the replicated one's semantics.
+#[derive(Clone)]
+pub struct MemoryLockService {
+    table: Arc<Mutex<LockTable>>,
+    clock: Clock,
+}
+
+impl Default for MemoryLockService {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryLockService {
+    /// A lock service on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(Utc::now))
+    }
+
+    /// A lock service on the given clock.
+    pub fn with_clock(clock: Clock) -> Self {
+        MemoryLockService {
+            table: Arc::default(),
+            clock,
+        }
+    }
+
+    fn ttl(ttl: Duration) -> Result<chrono::Duration> {
+        if ttl.is_zero() {
+            return Err(Error::invalid("ttl", "must be positive"));
+        }
+        chrono::Duration::from_std(ttl).map_err(|_| Error::invalid("ttl", "too large"))
+    }
+}
+
+#[async_trait]
+impl LockService for MemoryLockService {
+    async fn acquire(&self, key: &ResourceKey, holder: &str, ttl: Duration) -> Result<LockOutcome> {
+        let ttl = Self::ttl(ttl)?;
+        if holder.is_empty() {
+            return Err(Error::invalid("holder", "must not be empty"));
+        }
+        let now = (self.clock)();
+        let mut t = self.table.lock().unwrap();
+        if let Some(h) = t.holds.get(key) {
+            return Ok(LockOutcome::Held {
+                holder: format!("operator hold by {}: {}", h.by, h.reason),
+                until: None,
+            });
+        }
+        if let Some(l) = t.leases.get(key) {
+            if l.expires_at > now && l.holder != holder {
+                return Ok(LockOutcome::Held {
+                    holder: l.holder.clone(),
+                    until: Some(l.expires_at),
+                });
+            }
+        }
+        t.last_token += 1;
+        let grant = LeaseGrant {
+            key: key.clone(),
+            holder: holder.to_owned(),
+            token: FencingToken(t.last_token),
+            expires_at: now + ttl,
+        };
+        t.leases.insert(key.clone(), grant.clone());
+        Ok(LockOutcome::Granted(grant))
+    }
+
+    async fn renew(
+        &self,
+        key: &ResourceKey,
+        token: FencingToken,
+        ttl: Duration,
+    ) -> Result<LeaseGrant> {
+        let ttl = Self::ttl(ttl)?;
+        let now = (self.clock)();
+        let mut t = self.table.lock().unwrap();
+        match t.leases.get_mut(key) {
+            Some(l) if l.token == token && l.expires_at > now => {
+                l.expires_at = now + ttl;
+                Ok(l.clone())
+            }
+            Some(l) if l.token == token => Err(Error::Conflict {
+                message: format!(
+                    "lease on {key} with token {token} expired at {}",
+                    l.expires_at
+                ),
+            }),
+            _ => Err(Error::Conflict {
+                message: format!("token {token} is not the current lease on {key}"),
+            }),
+        }
+    }
+
+    async fn release(&self, key: &ResourceKey, token: FencingToken) -> Result<()> {
+        let mut t = self.table.lock().unwrap();
+        match t.leases.get(key) {
+            Some(l) if l.token == token => {
+                t.leases.remove(key);
+                Ok(())
+            }
+            _ => Err(Error::Conflict {
+                message: format!("token {token} is not the current lease on {key}"),
+            }),
+        }
+    }
+
+    async fn hold(&self, key: &ResourceKey, by: &str, reason: &str) -> Result<()> {
+        let now = (self.clock)();
+        self.table.lock().unwrap().holds.insert(
+            key.clone(),
+            OperatorHold {
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+                since: now,
+            },
+        );
+        Ok(())
+    }
+
+    async fn unhold(&self, key: &ResourceKey) -> Result<()> {
+        self.table.lock().unwrap().holds.remove(key);
+        Ok(())
+    }
+
+    async fn lock_info(&self, key: &ResourceKey) -> Result<LockInfo> {
+        let now = (self.clock)();
+        let t = self.table.lock().unwrap();
+        Ok(LockInfo {
+            key: key.clone(),
+            lease: t.leases.get(key).filter(|l| l.expires_at > now).cloned(),
+            hold: t.holds.get(key).cloned(),
+        })
+    }
+}
+
+/// A single-process [`FaultLedger`].
+#[derive(Clone, Default)]
+pub struct MemoryLedger {
+    faults: Arc<Mutex<Vec<FaultEntry>>>,
+}
+
+impl MemoryLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn update(&self, id: &str, state: FaultState) -> Result<()> {
+        let mut f = self.faults.lock().unwrap();
+        let e = f
+            .iter_mut()
+            .find(|e| e.id == id)
+            .ok_or_else(|| Error::not_found("fault", id))?;
+        e.state = state;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl FaultLedger for MemoryLedger {
+    async fn record_fault(&self, entry: FaultEntry) -> Result<()> {
+        let mut f = self.faults.lock().unwrap();
+        if f.iter().any(|e| e.id == entry.id) {
+            return Err(Error::Conflict {
+                message: format!("fault {} is already recorded", entry.id),
+            });
+        }
+        f.push(entry);
+        Ok(())
+    }
+
+    async fn mark_reverted(&self, fault_id: &str, by: &str) -> Result<()> {
+        self.update(
+            fault_id,
+            FaultState::Reverted {
+                at: Utc::now(),
+                by: by.to_owned(),
+            },
+        )
+    }
+
+    async fn mark_revert_failed(&self, fault_id: &str, error: &str) -> Result<()> {
+        self.update(
+            fault_id,
+            FaultState::RevertFailed {
+                at: Utc::now(),
+                error: error.to_owned(),
+            },
+        )
+    }
+
+    async fn fault(&self, fault_id: &str) -> Result<FaultEntry> {
+        self.faults
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e.id == fault_id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("fault", fault_id))
+    }
+
+    async fn query_faults(&self, query: &FaultQuery) -> Result<Vec<FaultEntry>> {
+        let f = self.faults.lock().unwrap();
+        let it = f
+            .iter()
+            .filter(|e| query.matches(e))
+            .skip(query.offset)
+            .cloned();
+        Ok(match query.limit {
+            Some(n) => it.take(n).collect(),
+            None => it.collect(),
+        })
+    }
+}
+
+/// A single-process [`StorageBackend`] that counts its write calls.
+#[derive(Clone, Default)]
+pub struct MemoryStorage {
+    data: Arc<Mutex<BTreeMap<String, BTreeMap<String, serde_json::Value>>>>,
+    writes: Arc<Mutex<usize>>,
+}
+
+impl MemoryStorage {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many write calls (`save` or `save_batch`) were made.
+    pub fn write_calls(&self) -> usize {
+        *self.writes.lock().unwrap()
+    }
+
+    /// How many values a collection holds.
+    pub fn len(&self, collection: &str) -> usize {
+        self.data
+            .lock()
+            .unwrap()
+            .get(collection)
+            .map_or(0, BTreeMap::len)
+    }
+}
+
+#[async_trait]
+impl StorageBackend for MemoryStorage {
+    async fn save(&self, collection: &str, key: &str, value: serde_json::Value) -> Result<()> {
+        *self.writes.lock().unwrap() += 1;
+        self.data
+            .lock()
+            .unwrap()
+            .entry(collection.to_owned())
+            .or_default()
+            .insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    async fn save_batch(
+        &self,
+        collection: &str,
+        items: Vec<(String, serde_json::Value)>,
+    ) -> Result<()> {
+        *self.writes.lock().unwrap() += 1;
+        let mut d = self.data.lock().unwrap();
+        let c = d.entry(collection.to_owned()).or_default();
+        c.extend(items);
+        Ok(())
+    }
+
+    async fn load(&self, collection: &str, key: &str) -> Result<serde_json::Value> {
+        self.data
+            .lock()
+            .unwrap()
+            .get(collection)
+            .and_then(|c| c.get(key))
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("{collection} entry"), key))
+    }
+
+    async fn query(&self, query: &Query) -> Result<Vec<serde_json::Value>> {
+        let d = self.data.lock().unwrap();
+        let mut values: Vec<serde_json::Value> = d
+            .get(&query.collection)
+            .map(|c| c.values().filter(|v| query.matches(v)).cloned().collect())
+            .unwrap_or_default();
+        // A stable sort keeps key order among equal sort keys.
+        values.sort_by(|a, b| query.compare(a, b));
+        let it = values.into_iter().skip(query.offset);
+        Ok(match query.limit {
+            Some(n) => it.take(n).collect(),
+            None => it.collect(),
+        })
+    }
+
+    async fn delete(&self, collection: &str, key: &str) -> Result<()> {
+        *self.writes.lock().unwrap() += 1;
+        if let Some(c) = self.data.lock().unwrap().get_mut(collection) {
+            c.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A single-process [`SecretProvider`].
+#[derive(Clone, Default)]
+pub struct MemorySecrets {
+    secrets: Arc<Mutex<BTreeMap<String, Secret>>>,
+}
+
+#[async_trait]
+impl SecretProvider for MemorySecrets {
+    async fn get_secret(&self, key: &str) -> Result<Secret> {
+        self.secrets
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::not_found("secret", key))
+    }
+
+    async fn set_secret(&self, key: &str, value: Secret) -> Result<()> {
+        self.secrets.lock().unwrap().insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    async fn delete_secret(&self, key: &str) -> Result<()> {
+        self.secrets.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+/// An [`AuditLogger`] that keeps entries in memory.
+#[derive(Clone, Default)]
+pub struct MemoryAuditLog {
+    entries: Arc<Mutex<Vec<AuditEntry>>>,
+}
+
+impl MemoryAuditLog {
+    /// Every entry so far.
+    pub fn entries(&self) -> Vec<AuditEntry> {
+        self.entries.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl AuditLogger for MemoryAuditLog {
+    async fn log_action(&self, entry: AuditEntry) -> Result<()> {
+        self.entries.lock().unwrap().push(entry);
+        Ok(())
+    }
+}
+
+/// An [`AuthorizationProvider`] that allows listed principals everything and denies the
+/// rest, recording every question it was asked.
+#[derive(Clone, Default)]
+pub struct StaticAuthorizer {
+    allowed: Arc<Vec<String>>,
+    asked: Arc<Mutex<Vec<(String, Action)>>>,
+}
+
+impl StaticAuthorizer {
+    /// Allows exactly these principals.
+    pub fn allowing<I: IntoIterator<Item = S>, S: Into<String>>(principals: I) -> Self {
+        StaticAuthorizer {
+            allowed: Arc::new(principals.into_iter().map(Into::into).collect()),
+            asked: Arc::default(),
+        }
+    }
+
+    /// The questions asked so far.
+    pub fn asked(&self) -> Vec<(String, Action)> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl AuthorizationProvider for StaticAuthorizer {
+    async fn authorize(
+        &self,
+        principal: &str,
+        action: &Action,
+        _resource: Option<&Resource>,
+    ) -> Result<()> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((principal.to_owned(), action.clone()));
+        if self.allowed.iter().any(|p| p == principal) {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized {
+                principal: principal.to_owned(),
+                action: action.to_string(),
+            })
+        }
+    }
+}
+
+/// A [`ConfigProvider`] serving a fixed map; [`StaticConfigProvider::set`] pushes changes
+/// to its watchers.
+#[derive(Clone)]
+pub struct StaticConfigProvider {
+    name: String,
+    values: Arc<Mutex<ConfigMap>>,
+    changes: tokio::sync::broadcast::Sender<crate::config::ConfigChange>,
+}
+
+impl StaticConfigProvider {
+    /// A provider named `name` with these values.
+    pub fn new(name: &str, values: ConfigMap) -> Self {
+        StaticConfigProvider {
+            name: name.to_owned(),
+            values: Arc::new(Mutex::new(values)),
+            changes: tokio::sync::broadcast::channel(64).0,
+        }
+    }
+
+    /// Changes a value and notifies watchers.
+    pub fn set(&self, key: &str, value: serde_json::Value) {
+        let old = self
+            .values
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), value.clone());
+        let _ = self.changes.send(crate::config::ConfigChange {
+            key: key.to_owned(),
+            old_value: old,
+            new_value: Some(value),
+        });
+    }
+}
+
+#[async_trait]
+impl ConfigProvider for StaticConfigProvider {
+    async fn load(&self) -> Result<ConfigMap> {
+        Ok(self.values.lock().unwrap().clone())
+    }
+
+    async fn watch(&self) -> Result<ConfigChangeStream> {
+        use futures::StreamExt;
+        let rx = self.changes.subscribe();
+        Ok(futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(c) => return Some((c, rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return None,
+                }
+            }
+        })
+        .boxed())
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
