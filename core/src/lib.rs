@@ -17,6 +17,7 @@ pub mod execution;
 pub mod ledger;
 pub mod lock;
 pub mod monitor;
+pub mod page;
 pub mod plugin;
 pub mod registry;
 pub mod report;
@@ -44,6 +45,7 @@ pub use lock::{FencingToken, LeaseGrant, LockInfo, LockOutcome, LockService, Ope
 pub use monitor::{
     EventStream, HealthCheck, HealthCheckStrategy, HealthStatus, HealthStatusType, Monitor,
 };
+pub use page::paginate;
 pub use plugin::{
     ExecutionResult, ExecutionStatus, Plugin, PluginConfig, PluginContext, PluginDependency,
     PluginFilter, PluginMetadata, ProgressUpdate, Snapshot,

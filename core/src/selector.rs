@@ -241,14 +241,8 @@ impl ResourceFilter {
 
     /// Filters and paginates resources an adapter could not filter on its server.
     pub fn apply<I: IntoIterator<Item = Resource>>(&self, resources: I) -> Vec<Resource> {
-        let matching = resources
-            .into_iter()
-            .filter(|r| self.matches(r))
-            .skip(self.offset);
-        match self.limit {
-            Some(limit) => matching.take(limit).collect(),
-            None => matching.collect(),
-        }
+        let matching = resources.into_iter().filter(|r| self.matches(r));
+        crate::page::paginate(matching, self.offset, self.limit)
     }
 }
 

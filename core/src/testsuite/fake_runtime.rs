@@ -20,6 +20,7 @@ use crate::execution::{
     WorkflowResult,
 };
 use crate::monitor::{EventStream, HealthCheckStrategy, HealthStatus, Monitor};
+use crate::page::paginate;
 use crate::plugin::{ExecutionResult, ExecutionStatus, Plugin, PluginFilter, PluginMetadata};
 use crate::registry::{PluginLoader, PluginRegistry};
 use crate::report::{
@@ -281,28 +282,14 @@ impl Reporter for FakeReporter {
 
     async fn query_events(&self, query: &EventQuery) -> Result<Vec<Event>> {
         let e = self.events.lock().unwrap();
-        let it = e
-            .iter()
-            .filter(|x| query.matches(x))
-            .skip(query.offset)
-            .cloned();
-        Ok(match query.limit {
-            Some(n) => it.take(n).collect(),
-            None => it.collect(),
-        })
+        let it = e.iter().filter(|x| query.matches(x)).cloned();
+        Ok(paginate(it, query.offset, query.limit))
     }
 
     async fn query_executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionRecord>> {
         let r = self.records.lock().unwrap();
-        let it = r
-            .iter()
-            .filter(|x| query.matches(x))
-            .skip(query.offset)
-            .cloned();
-        Ok(match query.limit {
-            Some(n) => it.take(n).collect(),
-            None => it.collect(),
-        })
+        let it = r.iter().filter(|x| query.matches(x)).cloned();
+        Ok(paginate(it, query.offset, query.limit))
     }
 
     async fn compute_statistics(&self, filter: &StatisticsFilter) -> Result<Statistics> {

@@ -12,6 +12,7 @@ use crate::config::{ConfigChangeStream, ConfigMap, ConfigProvider};
 use crate::error::{Error, Result};
 use crate::ledger::{FaultEntry, FaultLedger, FaultQuery, FaultState};
 use crate::lock::{FencingToken, LeaseGrant, LockInfo, LockOutcome, LockService, OperatorHold};
+use crate::page::paginate;
 use crate::report::{Query, StorageBackend};
 use crate::resource::{Resource, ResourceKey};
 use crate::security::{
@@ -233,15 +234,8 @@ impl FaultLedger for MemoryLedger {
 
     async fn query_faults(&self, query: &FaultQuery) -> Result<Vec<FaultEntry>> {
         let f = self.faults.lock().unwrap();
-        let it = f
-            .iter()
-            .filter(|e| query.matches(e))
-            .skip(query.offset)
-            .cloned();
-        Ok(match query.limit {
-            Some(n) => it.take(n).collect(),
-            None => it.collect(),
-        })
+        let it = f.iter().filter(|e| query.matches(e)).cloned();
+        Ok(paginate(it, query.offset, query.limit))
     }
 }
 
@@ -316,11 +310,7 @@ impl StorageBackend for MemoryStorage {
             .unwrap_or_default();
         // A stable sort keeps key order among equal sort keys.
         values.sort_by(|a, b| query.compare(a, b));
-        let it = values.into_iter().skip(query.offset);
-        Ok(match query.limit {
-            Some(n) => it.take(n).collect(),
-            None => it.collect(),
-        })
+        Ok(paginate(values, query.offset, query.limit))
     }
 
     async fn delete(&self, collection: &str, key: &str) -> Result<()> {
