@@ -161,9 +161,15 @@ fn timeline(report: &Report) -> String {
         let frac = i as f64 / ticks as f64;
         let x = label_w + frac * plot_w;
         let t = t0 + chrono::Duration::milliseconds((frac * span_ms) as i64);
+        // The outer labels are anchored inwards so that they are not cut off.
+        let anchor = match i {
+            0 => "start",
+            i if i == ticks => "end",
+            _ => "middle",
+        };
         let _ = write!(
             s,
-            r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{:.1}" stroke="#e4e7ec"/><text x="{x:.1}" y="{:.1}" font-size="11" fill="#667085" text-anchor="middle">{}</text>"##,
+            r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{:.1}" stroke="#e4e7ec"/><text x="{x:.1}" y="{:.1}" font-size="11" fill="#667085" text-anchor="{anchor}">{}</text>"##,
             height - 20.0,
             top - 10.0,
             t.format("%H:%M:%S")
@@ -191,15 +197,20 @@ fn timeline(report: &Report) -> String {
             mid + 11.0,
             esc(&truncate(key, 38))
         );
-        for r in records {
+        for (j, r) in records.iter().enumerate() {
             let xs = scale.x(r.start_time);
             let xe = scale.x(r.end_time).max(xs + 2.0);
             let detect = r.time_to_detect.map(|d| scale.x(add(r.start_time, d)));
             let recover = r.time_to_recover.map(|d| scale.x(add(r.start_time, d)));
-            // Degraded: from detection to recovery (or to the end of the view when it did
-            // not recover).
+            // Degraded: from detection to recovery; when it did not recover, until the next
+            // fault on the same resource (or the end of the view).
             if let Some(xd) = detect {
-                let xr = recover.unwrap_or(label_w + plot_w);
+                let xr = recover.unwrap_or_else(|| {
+                    records
+                        .get(j + 1)
+                        .map(|next| scale.x(next.start_time))
+                        .unwrap_or(label_w + plot_w)
+                });
                 let _ = write!(
                     s,
                     r##"<rect x="{xd:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#fbd5d5" opacity="0.8"><title>degraded {}</title></rect>"##,
