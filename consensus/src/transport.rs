@@ -1,1 +1,0 @@
-//! The transport part of the consensus crate.
