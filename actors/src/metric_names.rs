@@ -24,3 +24,13 @@ pub const REPORTER_RECORDS_STORED_TOTAL: &str = "ire_reporter_records_stored_tot
 pub const REPORTER_FLUSH_FAILURES_TOTAL: &str = "ire_reporter_flush_failures_total";
 /// Histogram: seconds to write one batch.
 pub const REPORTER_BATCH_SECONDS: &str = "ire_reporter_batch_seconds";
+/// Counter: health checks run, by `strategy` and `outcome` (healthy, unhealthy, unknown, error).
+pub const MONITOR_HEALTH_CHECKS_TOTAL: &str = "ire_monitor_health_checks_total";
+/// Histogram: seconds one health check took, by `strategy`.
+pub const MONITOR_HEALTH_CHECK_SECONDS: &str = "ire_monitor_health_check_seconds";
+/// Histogram: seconds from a fault's injection to its resource being seen unhealthy.
+pub const MONITOR_TIME_TO_DETECT_SECONDS: &str = "ire_monitor_time_to_detect_seconds";
+/// Histogram: seconds from a fault's injection to its resource being healthy again.
+pub const MONITOR_TIME_TO_RECOVER_SECONDS: &str = "ire_monitor_time_to_recover_seconds";
+/// Gauge: faults whose resource the monitor is watching.
+pub const MONITOR_FAULTS_WATCHED: &str = "ire_monitor_faults_watched";
