@@ -3,8 +3,20 @@
 set -euo pipefail
 need=()
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+
+# --- ire-adapters (docker, process) -------------------------------------------------------
+# The docker adapter's tests run containers built locally from these (nothing is pulled):
+# static busybox for workloads, tc (iproute2) and nft (nftables) for the network-fault
+# helper image, and docker-compose (v1) for the compose test.
+need+=(busybox-static iproute2 nftables docker-compose)
+# --- end ire-adapters ----------------------------------------------------------------------
+
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need[@]}"
 fi
+
+# --- ire-adapters: build the test images (skips images whose inputs did not change) -------
+"$(dirname "$0")/../deploy/test-images/build.sh"
+# --- end ire-adapters ----------------------------------------------------------------------
