@@ -2,6 +2,7 @@
 //! (storage-v2) with a sled store, and the raft transport over ractor_cluster.
 
 // The replicated data and its storage.
+pub mod error;
 pub mod state;
 pub mod store;
 pub mod types;

@@ -1,1 +1,0 @@
-//! The state part of the consensus crate.

@@ -1,0 +1,409 @@
+//! Applying raft entries: one sled transaction per batch runs every command through the
+//! rules and moves `last_applied`, so a crash leaves either all of a batch or none of it.
+
+use chrono::{DateTime, Utc};
+use ire_core::{AuditEntry, ExecutionRecord, FaultEntry, FaultState, ResourceKey};
+use openraft::EntryPayload;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::locks::{self, LockRow};
+use super::meta_keys;
+use super::{campaigns, ledger, Tables};
+use crate::error::{StoreError, StoreResult};
+use crate::store::codec::{decode, encode, index_key, time_key};
+use crate::types::{
+    CampaignRecord, Command, Entry, Json, LogId, Rejection, Response, StoredMembership,
+};
+
+type Abort = ConflictableTransactionError<StoreError>;
+type TxResult<T> = Result<T, Abort>;
+
+fn abort(e: StoreError) -> Abort {
+    ConflictableTransactionError::Abort(e)
+}
+
+/// The trees of one transaction, by role.
+struct Tx<'a> {
+    meta: &'a TransactionalTree,
+    locks: &'a TransactionalTree,
+    executions: &'a TransactionalTree,
+    exec_by_time: &'a TransactionalTree,
+    exec_by_resource: &'a TransactionalTree,
+    exec_by_campaign: &'a TransactionalTree,
+    faults: &'a TransactionalTree,
+    fault_by_time: &'a TransactionalTree,
+    fault_by_resource: &'a TransactionalTree,
+    fault_by_campaign: &'a TransactionalTree,
+    faults_active: &'a TransactionalTree,
+    campaigns: &'a TransactionalTree,
+    audit: &'a TransactionalTree,
+}
+
+impl<'a> Tx<'a> {
+    fn new(t: &'a [TransactionalTree]) -> Self {
+        // Same order as `Tables::all`.
+        Tx {
+            meta: &t[0],
+            locks: &t[1],
+            executions: &t[2],
+            exec_by_time: &t[3],
+            exec_by_resource: &t[4],
+            exec_by_campaign: &t[5],
+            faults: &t[6],
+            fault_by_time: &t[7],
+            fault_by_resource: &t[8],
+            fault_by_campaign: &t[9],
+            faults_active: &t[10],
+            campaigns: &t[11],
+            audit: &t[12],
+        }
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(
+        tree: &TransactionalTree,
+        what: &'static str,
+        key: &[u8],
+    ) -> TxResult<Option<T>> {
+        match tree.get(key)? {
+            Some(v) => decode(what, &v).map(Some).map_err(abort),
+            None => Ok(None),
+        }
+    }
+
+    fn put<T: serde::Serialize>(
+        tree: &TransactionalTree,
+        what: &'static str,
+        key: &[u8],
+        value: &T,
+    ) -> TxResult<()> {
+        tree.insert(key, encode(what, value).map_err(abort)?)?;
+        Ok(())
+    }
+
+    fn lock_row(&self, key: &ResourceKey) -> TxResult<LockRow> {
+        Ok(Self::get(self.locks, "lock row", key.as_str().as_bytes())?.unwrap_or_default())
+    }
+}
+
+/// What applying a batch changed in the meta tree.
+pub struct Applied {
+    /// One response per entry.
+    pub responses: Vec<Response>,
+    /// The last applied log id.
+    pub last_applied: Option<LogId>,
+}
+
+/// Applies `entries` in one transaction (all or nothing) and returns one response each.
+pub fn apply_batch(tables: &Tables, entries: &[Entry]) -> StoreResult<Applied> {
+    let trees = tables.all();
+    let result = trees.as_slice().transaction(|t| {
+        let tx = Tx::new(t);
+        let mut clock: Option<DateTime<Utc>> = Tx::get(tx.meta, "clock", meta_keys::CLOCK)?;
+        let mut responses = Vec::with_capacity(entries.len());
+        let mut last = None;
+        for entry in entries {
+            let response = match &entry.payload {
+                EntryPayload::Blank => Response::Internal,
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m.clone());
+                    Tx::put(tx.meta, "membership", meta_keys::MEMBERSHIP, &stored)?;
+                    Response::Internal
+                }
+                EntryPayload::Normal(req) => {
+                    // The clock never runs backwards, whichever leader stamped the entry.
+                    let now = clock.map_or(req.now, |c| c.max(req.now));
+                    clock = Some(now);
+                    match apply_command(&tx, &req.command, now, entry.log_id.index)? {
+                        Ok(r) => r,
+                        Err(rejection) => {
+                            tracing::debug!(
+                                component = "consensus",
+                                index = entry.log_id.index,
+                                command = req.command.name(),
+                                %rejection,
+                                "command refused"
+                            );
+                            Response::Rejected(rejection)
+                        }
+                    }
+                }
+            };
+            responses.push(response);
+            last = Some(entry.log_id);
+        }
+        if let Some(c) = clock {
+            Tx::put(tx.meta, "clock", meta_keys::CLOCK, &c)?;
+        }
+        if let Some(l) = last {
+            Tx::put(tx.meta, "last applied", meta_keys::LAST_APPLIED, &l)?;
+        }
+        Ok(Applied {
+            responses,
+            last_applied: last,
+        })
+    });
+    result.map_err(|e| match e {
+        sled::transaction::TransactionError::Abort(e) => e,
+        sled::transaction::TransactionError::Storage(source) => StoreError::Sled {
+            op: "apply",
+            source,
+        },
+    })
+}
+
+/// Runs one command. The outer error aborts the transaction (storage failure); the inner
+/// one is a refusal, which changes nothing: every rule checks before it writes.
+fn apply_command(
+    tx: &Tx<'_>,
+    cmd: &Command,
+    now: DateTime<Utc>,
+    index: u64,
+) -> TxResult<Result<Response, Rejection>> {
+    Ok(match cmd {
+        Command::Acquire { key, holder, ttl } => {
+            let mut row = tx.lock_row(key)?;
+            match locks::acquire(&mut row, key, holder, *ttl, now, index) {
+                Ok(outcome) => {
+                    if matches!(outcome, ire_core::LockOutcome::Granted(_)) {
+                        Tx::put(tx.locks, "lock row", key.as_str().as_bytes(), &row)?;
+                    }
+                    Ok(Response::Lock(outcome))
+                }
+                Err(r) => Err(r),
+            }
+        }
+        Command::Renew { key, token, ttl } => {
+            let mut row = tx.lock_row(key)?;
+            match locks::renew(&mut row, key, *token, *ttl, now) {
+                Ok(grant) => {
+                    Tx::put(tx.locks, "lock row", key.as_str().as_bytes(), &row)?;
+                    Ok(Response::Lease(grant))
+                }
+                Err(r) => Err(r),
+            }
+        }
+        Command::Release { key, token } => {
+            let mut row = tx.lock_row(key)?;
+            match locks::release(&mut row, key, *token) {
+                Ok(()) => {
+                    Tx::put(tx.locks, "lock row", key.as_str().as_bytes(), &row)?;
+                    Ok(Response::Done)
+                }
+                Err(r) => Err(r),
+            }
+        }
+        Command::Hold { key, by, reason } => {
+            let mut row = tx.lock_row(key)?;
+            match locks::hold(&mut row, by, reason, now) {
+                Ok(()) => {
+                    Tx::put(tx.locks, "lock row", key.as_str().as_bytes(), &row)?;
+                    Ok(Response::Done)
+                }
+                Err(r) => Err(r),
+            }
+        }
+        Command::Unhold { key } => {
+            let mut row = tx.lock_row(key)?;
+            match locks::unhold(&mut row, key) {
+                Ok(()) => {
+                    if row.is_empty() {
+                        tx.locks.remove(key.as_str().as_bytes())?;
+                    } else {
+                        Tx::put(tx.locks, "lock row", key.as_str().as_bytes(), &row)?;
+                    }
+                    Ok(Response::Done)
+                }
+                Err(r) => Err(r),
+            }
+        }
+        Command::RecordExecution(Json(record)) => record_execution(tx, record)?,
+        Command::RecordFault(Json(entry)) => record_fault(tx, entry, now)?,
+        Command::MarkReverted { fault_id, by } => {
+            let Some(mut f) = get_fault(tx, fault_id)? else {
+                return Ok(Err(not_found("fault", fault_id)));
+            };
+            match ledger::mark_reverted(&mut f, by, now) {
+                Ok(changed) => {
+                    if changed {
+                        Tx::put(tx.faults, "fault", f.id.as_bytes(), &Json(&f))?;
+                        tx.faults_active.remove(f.id.as_bytes())?;
+                    }
+                    Ok(Response::Done)
+                }
+                Err(r) => Err(r),
+            }
+        }
+        Command::MarkRevertFailed { fault_id, error } => {
+            let Some(mut f) = get_fault(tx, fault_id)? else {
+                return Ok(Err(not_found("fault", fault_id)));
+            };
+            match ledger::mark_revert_failed(&mut f, error, now) {
+                Ok(()) => {
+                    Tx::put(tx.faults, "fault", f.id.as_bytes(), &Json(&f))?;
+                    Ok(Response::Done)
+                }
+                Err(r) => Err(r),
+            }
+        }
+        Command::PutCampaign(new) => {
+            let existing: Option<CampaignRecord> =
+                Tx::get(tx.campaigns, "campaign", new.id.as_bytes())?;
+            match existing {
+                Some(c) if campaigns::same_submission(&c, new) => Ok(Response::Done),
+                Some(_) => Err(Rejection::Duplicate {
+                    kind: "campaign".into(),
+                    id: new.id.clone(),
+                }),
+                None => match campaigns::create(new, now) {
+                    Ok(c) => {
+                        Tx::put(tx.campaigns, "campaign", c.id.as_bytes(), &c)?;
+                        Ok(Response::Done)
+                    }
+                    Err(r) => Err(r),
+                },
+            }
+        }
+        Command::UpdateStep {
+            campaign_id,
+            step,
+            state,
+            message,
+        } => update_campaign(tx, campaign_id, |c| {
+            campaigns::update_step(c, step, *state, message, now)
+        })?,
+        Command::UpdateTask {
+            campaign_id,
+            step,
+            task,
+        } => update_campaign(tx, campaign_id, |c| {
+            campaigns::update_task(c, step, task, now)
+        })?,
+        Command::FinishCampaign {
+            campaign_id,
+            state,
+            message,
+        } => update_campaign(tx, campaign_id, |c| {
+            campaigns::finish(c, *state, message, now)
+        })?,
+        Command::AppendAudit(Json(entry)) => append_audit(tx, entry, index)?,
+    })
+}
+
+fn not_found(kind: &str, id: &str) -> Rejection {
+    Rejection::NotFound {
+        kind: kind.into(),
+        id: id.into(),
+    }
+}
+
+fn get_fault(tx: &Tx<'_>, id: &str) -> TxResult<Option<FaultEntry>> {
+    let j: Option<Json<FaultEntry>> = Tx::get(tx.faults, "fault", id.as_bytes())?;
+    Ok(j.map(Json::into_inner))
+}
+
+fn record_execution(
+    tx: &Tx<'_>,
+    record: &ExecutionRecord,
+) -> TxResult<Result<Response, Rejection>> {
+    if let Err(r) = ledger::check_execution(record) {
+        return Ok(Err(r));
+    }
+    // An execution is recorded when it starts and again when it ends: replace the old
+    // record and its index entries.
+    let old: Option<Json<ExecutionRecord>> =
+        Tx::get(tx.executions, "execution", record.id.as_bytes())?;
+    if let Some(Json(old)) = old {
+        let (t, rs, c) = ledger::execution_index_keys(&old);
+        tx.exec_by_time.remove(t)?;
+        for r in rs {
+            tx.exec_by_resource.remove(r)?;
+        }
+        if let Some(c) = c {
+            tx.exec_by_campaign.remove(c)?;
+        }
+    }
+    let (t, rs, c) = ledger::execution_index_keys(record);
+    tx.exec_by_time.insert(t, &[])?;
+    for r in rs {
+        tx.exec_by_resource.insert(r, &[])?;
+    }
+    if let Some(c) = c {
+        tx.exec_by_campaign.insert(c, &[])?;
+    }
+    Tx::put(
+        tx.executions,
+        "execution",
+        record.id.as_bytes(),
+        &Json(record),
+    )?;
+    Ok(Ok(Response::Done))
+}
+
+fn record_fault(
+    tx: &Tx<'_>,
+    entry: &FaultEntry,
+    now: DateTime<Utc>,
+) -> TxResult<Result<Response, Rejection>> {
+    if let Some(existing) = get_fault(tx, &entry.id)? {
+        // A retried record of the same fault is harmless; anything else is a clash.
+        return Ok(if &existing == entry {
+            Ok(Response::Done)
+        } else {
+            Err(Rejection::Duplicate {
+                kind: "fault".into(),
+                id: entry.id.clone(),
+            })
+        });
+    }
+    let row = tx.lock_row(&entry.resource)?;
+    if let Err(r) = ledger::check_fault(entry, &row, now) {
+        return Ok(Err(r));
+    }
+    debug_assert_eq!(entry.state, FaultState::Injected);
+    let (t, r, c) = ledger::fault_index_keys(entry);
+    tx.fault_by_time.insert(t, &[])?;
+    tx.fault_by_resource.insert(r, &[])?;
+    if let Some(c) = c {
+        tx.fault_by_campaign.insert(c, &[])?;
+    }
+    tx.faults_active.insert(entry.id.as_bytes(), &[])?;
+    Tx::put(tx.faults, "fault", entry.id.as_bytes(), &Json(entry))?;
+    Ok(Ok(Response::Done))
+}
+
+fn update_campaign(
+    tx: &Tx<'_>,
+    id: &str,
+    f: impl FnOnce(&mut CampaignRecord) -> Result<(), Rejection>,
+) -> TxResult<Result<Response, Rejection>> {
+    let Some(mut c) = Tx::get::<CampaignRecord>(tx.campaigns, "campaign", id.as_bytes())? else {
+        return Ok(Err(not_found("campaign", id)));
+    };
+    Ok(match f(&mut c) {
+        Ok(()) => {
+            Tx::put(tx.campaigns, "campaign", id.as_bytes(), &c)?;
+            Ok(Response::Done)
+        }
+        Err(r) => Err(r),
+    })
+}
+
+fn append_audit(
+    tx: &Tx<'_>,
+    entry: &AuditEntry,
+    index: u64,
+) -> TxResult<Result<Response, Rejection>> {
+    if entry.principal.trim().is_empty() {
+        return Ok(Err(Rejection::invalid(
+            "audit.principal",
+            "must not be empty",
+        )));
+    }
+    // Ordered by the entry's time; the log index keeps entries of the same instant apart.
+    let mut key = Vec::with_capacity(16);
+    key.extend_from_slice(&time_key(entry.timestamp));
+    key.extend_from_slice(&index_key(index));
+    Tx::put(tx.audit, "audit entry", &key, &Json(entry))?;
+    Ok(Ok(Response::Done))
+}

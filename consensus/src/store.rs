@@ -1,1 +1,0 @@
-//! The store part of the consensus crate.

@@ -1,0 +1,310 @@
+//! The snapshot file: the state machine's data trees, streamed row by row.
+//!
+//! Layout: the magic `IRESNAP1`, then frames, each a little-endian `u32` length and a
+//! bincode [`Frame`]: one `Header` (the snapshot's metadata and the state machine's clock),
+//! one `Row` per key of every data tree, and an `End` with the row count. A file without its
+//! `End`, or whose count disagrees, is truncated and refused before anything is changed.
+//! Rows are copied as stored (already-encoded sled values), so building and installing a
+//! snapshot never holds the whole state in memory.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{decode, encode, MAX_VALUE_BYTES};
+use crate::error::{StoreError, StoreResult};
+use crate::state::Tables;
+use crate::types::SnapshotMeta;
+
+const MAGIC: &[u8; 8] = b"IRESNAP1";
+const MAX_FRAME: usize = MAX_VALUE_BYTES + 4096;
+const IMPORT_BATCH: usize = 1024;
+
+/// One frame of a snapshot file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Frame {
+    /// First: what the snapshot covers.
+    Header {
+        /// The snapshot's metadata (last log id, membership, id).
+        meta: SnapshotMeta,
+        /// The state machine's clock when it was taken.
+        clock: Option<DateTime<Utc>>,
+    },
+    /// One key of one data tree.
+    Row {
+        /// The tree, as an index into [`Tables::DATA_NAMES`].
+        tree: u8,
+        /// The key.
+        key: Vec<u8>,
+        /// The stored value.
+        value: Vec<u8>,
+    },
+    /// Last: how many rows came before.
+    End {
+        /// The number of `Row` frames.
+        rows: u64,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::SnapshotIo {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn write_frame(w: &mut impl Write, frame: &Frame, path: &Path) -> StoreResult<()> {
+    let bytes = encode("snapshot frame", frame)?;
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| StoreError::BadSnapshot("a row larger than 4 GiB".into()))?;
+    w.write_all(&len.to_le_bytes()).map_err(io_err(path))?;
+    w.write_all(&bytes).map_err(io_err(path))
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of file.
+fn read_frame(r: &mut impl Read, path: &Path) -> StoreResult<Option<Frame>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(StoreError::BadSnapshot(format!(
+            "{}: a frame claims {len} bytes",
+            path.display()
+        )));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            StoreError::BadSnapshot(format!("{}: truncated inside a frame", path.display()))
+        } else {
+            io_err(path)(e)
+        }
+    })?;
+    decode("snapshot frame", &buf).map(Some)
+}
+
+/// Writes `path` durably: to `path.tmp`, fsync, rename, fsync of the directory.
+fn write_durably(
+    path: &Path,
+    body: impl FnOnce(&mut BufWriter<File>, &Path) -> StoreResult<()>,
+) -> StoreResult<()> {
+    let tmp = path.with_extension("tmp");
+    let file = File::create(&tmp).map_err(io_err(&tmp))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    w.write_all(MAGIC).map_err(io_err(&tmp))?;
+    body(&mut w, &tmp)?;
+    let file = w.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+    }
+    Ok(())
+}
+
+/// Writes the data trees of `tables` to `path` as a snapshot described by `meta`. The
+/// caller keeps applies out while this runs, so the rows are one consistent state.
+pub fn export(
+    tables: &Tables,
+    meta: &SnapshotMeta,
+    clock: Option<DateTime<Utc>>,
+    path: &Path,
+) -> StoreResult<u64> {
+    let mut rows = 0u64;
+    write_durably(path, |w, p| {
+        write_frame(
+            w,
+            &Frame::Header {
+                meta: meta.clone(),
+                clock,
+            },
+            p,
+        )?;
+        for (i, tree) in tables.data().into_iter().enumerate() {
+            for kv in tree.iter() {
+                let (k, v) = kv.map_err(StoreError::sled("snapshot scan"))?;
+                write_frame(
+                    w,
+                    &Frame::Row {
+                        tree: i as u8,
+                        key: k.to_vec(),
+                        value: v.to_vec(),
+                    },
+                    p,
+                )?;
+                rows += 1;
+            }
+        }
+        write_frame(w, &Frame::End { rows }, p)
+    })?;
+    Ok(rows)
+}
+
+/// Reads a snapshot from `src` (as received from the leader), checking every frame, and
+/// writes it durably to `dest`. Returns the header's metadata and clock. Nothing is written
+/// at `dest` unless the whole snapshot is well formed.
+pub fn receive(
+    src: &mut impl Read,
+    src_name: &Path,
+    dest: &Path,
+) -> StoreResult<(SnapshotMeta, Option<DateTime<Utc>>)> {
+    let mut r = BufReader::with_capacity(1 << 20, src);
+    read_magic(&mut r, src_name)?;
+    let (meta, clock) = match read_frame(&mut r, src_name)? {
+        Some(Frame::Header { meta, clock }) => (meta, clock),
+        other => {
+            return Err(StoreError::BadSnapshot(format!(
+                "{}: expected a header, found {other:?}",
+                src_name.display()
+            )))
+        }
+    };
+    write_durably(dest, |w, p| {
+        write_frame(
+            w,
+            &Frame::Header {
+                meta: meta.clone(),
+                clock,
+            },
+            p,
+        )?;
+        let mut rows = 0u64;
+        loop {
+            match read_frame(&mut r, src_name)? {
+                Some(row @ Frame::Row { tree, .. }) => {
+                    check_tree(tree, src_name)?;
+                    write_frame(w, &row, p)?;
+                    rows += 1;
+                }
+                Some(Frame::End { rows: n }) if n == rows => {
+                    return write_frame(w, &Frame::End { rows }, p);
+                }
+                Some(Frame::End { rows: n }) => {
+                    return Err(StoreError::BadSnapshot(format!(
+                        "{}: {rows} rows but the end frame says {n}",
+                        src_name.display()
+                    )))
+                }
+                Some(Frame::Header { .. }) => {
+                    return Err(StoreError::BadSnapshot(format!(
+                        "{}: a second header",
+                        src_name.display()
+                    )))
+                }
+                None => {
+                    return Err(StoreError::BadSnapshot(format!(
+                        "{}: truncated after {rows} rows (no end frame)",
+                        src_name.display()
+                    )))
+                }
+            }
+        }
+    })?;
+    Ok((meta, clock))
+}
+
+fn read_magic(r: &mut impl Read, path: &Path) -> StoreResult<()> {
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).map_err(|_| {
+        StoreError::BadSnapshot(format!("{}: too short for a snapshot", path.display()))
+    })?;
+    if &magic != MAGIC {
+        return Err(StoreError::BadSnapshot(format!(
+            "{}: not an ire snapshot (bad magic)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn check_tree(tree: u8, path: &Path) -> StoreResult<()> {
+    if tree as usize >= Tables::DATA_NAMES.len() {
+        return Err(StoreError::BadSnapshot(format!(
+            "{}: a row of unknown tree {tree}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the header of a snapshot file.
+pub fn read_header(path: &Path) -> StoreResult<(SnapshotMeta, Option<DateTime<Utc>>)> {
+    let mut r = BufReader::new(File::open(path).map_err(io_err(path))?);
+    read_magic(&mut r, path)?;
+    match read_frame(&mut r, path)? {
+        Some(Frame::Header { meta, clock }) => Ok((meta, clock)),
+        other => Err(StoreError::BadSnapshot(format!(
+            "{}: expected a header, found {other:?}",
+            path.display()
+        ))),
+    }
+}
+
+/// Replaces the data trees with the rows of the (already checked) snapshot at `path`.
+/// Not atomic: the caller marks the install in the meta tree first and redoes it at open
+/// if it was interrupted.
+pub fn import(tables: &Tables, path: &Path) -> StoreResult<(SnapshotMeta, Option<DateTime<Utc>>)> {
+    let mut r = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err(path))?);
+    read_magic(&mut r, path)?;
+    let (meta, clock) = match read_frame(&mut r, path)? {
+        Some(Frame::Header { meta, clock }) => (meta, clock),
+        _ => {
+            return Err(StoreError::BadSnapshot(format!(
+                "{}: no header",
+                path.display()
+            )))
+        }
+    };
+    let trees = tables.data();
+    for t in trees {
+        t.clear().map_err(StoreError::sled("clear for snapshot"))?;
+    }
+    let mut batches: Vec<sled::Batch> = (0..trees.len()).map(|_| Default::default()).collect();
+    let mut pending = 0usize;
+    let mut rows = 0u64;
+    loop {
+        match read_frame(&mut r, path)? {
+            Some(Frame::Row { tree, key, value }) => {
+                check_tree(tree, path)?;
+                batches[tree as usize].insert(key, value);
+                pending += 1;
+                rows += 1;
+                if pending >= IMPORT_BATCH {
+                    flush_batches(&trees, &mut batches)?;
+                    pending = 0;
+                }
+            }
+            Some(Frame::End { rows: n }) if n == rows => break,
+            _ => {
+                return Err(StoreError::BadSnapshot(format!(
+                    "{}: malformed after {rows} rows",
+                    path.display()
+                )))
+            }
+        }
+    }
+    flush_batches(&trees, &mut batches)?;
+    Ok((meta, clock))
+}
+
+fn flush_batches(trees: &[&sled::Tree], batches: &mut [sled::Batch]) -> StoreResult<()> {
+    for (t, b) in trees.iter().zip(batches.iter_mut()) {
+        t.apply_batch(std::mem::take(b))
+            .map_err(StoreError::sled("install snapshot"))?;
+    }
+    Ok(())
+}
+
+/// The file of the snapshot `id` in `dir`.
+pub fn file_of(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.snap"))
+}

@@ -1,0 +1,363 @@
+//! The state machine store: applies committed entries to the sled tables, builds and
+//! installs snapshots, and gives read access to the applied state.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{AnyError, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+
+use super::codec::{decode, encode};
+use super::snapshot;
+use crate::error::{StoreError, StoreResult};
+use crate::state::apply::apply_batch;
+use crate::state::{meta_keys, StateView, Tables};
+use crate::types::{
+    Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+/// What the meta tree remembers about the current snapshot.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct CurrentSnapshot {
+    meta: SnapshotMeta,
+    file: String,
+}
+
+struct Inner {
+    db: sled::Db,
+    tables: Tables,
+    dir: PathBuf,
+    /// Applies take it for writing, reads and snapshot exports for reading: a reader never
+    /// sees half of a batch and a snapshot is one consistent state.
+    gate: RwLock<()>,
+}
+
+/// The state machine store. Clones share the same state; give one to `Raft::new` and keep
+/// one for reads.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    inner: Arc<Inner>,
+}
+
+fn sm_err<E: std::error::Error + 'static>(
+    f: fn(AnyError) -> StorageIOError<u64>,
+) -> impl FnOnce(E) -> StorageError {
+    move |e| f(AnyError::new(&e)).into()
+}
+
+fn join_err(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Corrupt(format!("a store task failed: {e}"))
+}
+
+impl StateMachineStore {
+    pub(crate) fn open(db: sled::Db, dir: PathBuf) -> StoreResult<Self> {
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::SnapshotIo {
+            path: dir.clone(),
+            source,
+        })?;
+        let tables = Tables::open(&db)?;
+        let sm = StateMachineStore {
+            inner: Arc::new(Inner {
+                db,
+                tables,
+                dir,
+                gate: RwLock::new(()),
+            }),
+        };
+        if sm
+            .inner
+            .tables
+            .meta
+            .contains_key(meta_keys::INSTALLING)
+            .map_err(StoreError::sled("read meta"))?
+        {
+            let current = sm.current()?.ok_or_else(|| {
+                StoreError::Corrupt("an install is marked but no snapshot is".into())
+            })?;
+            tracing::warn!(component = "consensus", snapshot = %current.meta.snapshot_id, "completing an interrupted snapshot install");
+            sm.install_from_file(&current)?;
+        }
+        sm.remove_stale_files()?;
+        Ok(sm)
+    }
+
+    /// Runs `f` on the applied state; no batch is half-applied while it runs.
+    pub fn read<T>(&self, f: impl FnOnce(&StateView) -> T) -> T {
+        let _g = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        f(&StateView::new(self.inner.tables.clone()))
+    }
+
+    /// The directory holding snapshot files.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Flushes the database to disk (for an orderly shutdown).
+    pub async fn flush(&self) -> StoreResult<()> {
+        self.inner
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(StoreError::sled("flush"))
+    }
+
+    fn current(&self) -> StoreResult<Option<CurrentSnapshot>> {
+        match self
+            .inner
+            .tables
+            .meta
+            .get(meta_keys::SNAPSHOT)
+            .map_err(StoreError::sled("read meta"))?
+        {
+            Some(v) => decode("current snapshot", &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the state with the snapshot file of `current`, which the meta tree already
+    /// names as current, under the install marker.
+    fn install_from_file(&self, current: &CurrentSnapshot) -> StoreResult<()> {
+        let t = &self.inner.tables;
+        let _g = self.inner.gate.write().unwrap_or_else(|p| p.into_inner());
+        let path = self.inner.dir.join(&current.file);
+        let (meta, clock) = snapshot::import(t, &path)?;
+        if meta.last_log_id != current.meta.last_log_id {
+            return Err(StoreError::BadSnapshot(format!(
+                "{} covers {:?}, expected {:?}",
+                path.display(),
+                meta.last_log_id,
+                current.meta.last_log_id
+            )));
+        }
+        let mut batch = sled::Batch::default();
+        match &meta.last_log_id {
+            Some(l) => batch.insert(meta_keys::LAST_APPLIED, encode("last applied", l)?),
+            None => batch.remove(meta_keys::LAST_APPLIED),
+        }
+        batch.insert(
+            meta_keys::MEMBERSHIP,
+            encode("membership", &meta.last_membership)?,
+        );
+        match clock {
+            Some(c) => batch.insert(meta_keys::CLOCK, encode("clock", &c)?),
+            None => batch.remove(meta_keys::CLOCK),
+        }
+        batch.remove(meta_keys::INSTALLING);
+        t.meta
+            .apply_batch(batch)
+            .map_err(StoreError::sled("install snapshot"))?;
+        self.inner.db.flush().map_err(StoreError::sled("flush"))?;
+        Ok(())
+    }
+
+    /// Removes snapshot files other than the current one, and partial files.
+    fn remove_stale_files(&self) -> StoreResult<()> {
+        let keep = self.current()?.map(|c| c.file);
+        let entries =
+            std::fs::read_dir(&self.inner.dir).map_err(|source| StoreError::SnapshotIo {
+                path: self.inner.dir.clone(),
+                source,
+            })?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if Some(&name) != keep.as_ref() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    fn next_snapshot_id(&self, last: Option<LogId>) -> StoreResult<String> {
+        let seq = self
+            .inner
+            .tables
+            .meta
+            .update_and_fetch(meta_keys::SNAPSHOT_SEQ, |old| {
+                let n = old
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some((n + 1).to_be_bytes().to_vec())
+            })
+            .map_err(StoreError::sled("snapshot seq"))?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        Ok(match last {
+            Some(l) => format!(
+                "{}-{}-{}-{seq}",
+                l.leader_id.term, l.leader_id.node_id, l.index
+            ),
+            None => format!("0-0-0-{seq}"),
+        })
+    }
+
+    fn build(&self) -> StoreResult<(SnapshotMeta, PathBuf)> {
+        let view = StateView::new(self.inner.tables.clone());
+        let _g = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        let last_log_id = view.last_applied()?;
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership: view.membership()?,
+            snapshot_id: self.next_snapshot_id(last_log_id)?,
+        };
+        let path = snapshot::file_of(&self.inner.dir, &meta.snapshot_id);
+        let rows = snapshot::export(&self.inner.tables, &meta, view.clock()?, &path)?;
+        // The state machine on disk must be at least as new as any snapshot, since the log
+        // below the snapshot may be purged once it exists.
+        self.inner.db.flush().map_err(StoreError::sled("flush"))?;
+        self.set_current(&meta, &path, false)?;
+        tracing::info!(component = "consensus", snapshot = %meta.snapshot_id, rows, "snapshot built");
+        Ok((meta, path))
+    }
+
+    fn set_current(&self, meta: &SnapshotMeta, path: &Path, installing: bool) -> StoreResult<()> {
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let current = CurrentSnapshot {
+            meta: meta.clone(),
+            file,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(meta_keys::SNAPSHOT, encode("current snapshot", &current)?);
+        if installing {
+            batch.insert(meta_keys::INSTALLING, &[]);
+        }
+        self.inner
+            .tables
+            .meta
+            .apply_batch(batch)
+            .map_err(StoreError::sled("save snapshot meta"))?;
+        self.inner.db.flush().map_err(StoreError::sled("flush"))?;
+        self.remove_stale_files()
+    }
+
+    fn install(&self, meta: &SnapshotMeta, mut file: std::fs::File) -> StoreResult<()> {
+        use std::io::Seek;
+        file.rewind().map_err(|source| StoreError::SnapshotIo {
+            path: self.inner.dir.clone(),
+            source,
+        })?;
+        let path = snapshot::file_of(&self.inner.dir, &meta.snapshot_id);
+        let (header, _) = snapshot::receive(&mut file, Path::new("received snapshot"), &path)?;
+        if header.last_log_id != meta.last_log_id {
+            return Err(StoreError::BadSnapshot(format!(
+                "received snapshot covers {:?}, the leader announced {:?}",
+                header.last_log_id, meta.last_log_id
+            )));
+        }
+        self.set_current(meta, &path, true)?;
+        let current = self.current()?.expect("just saved");
+        self.install_from_file(&current)?;
+        tracing::info!(component = "consensus", snapshot = %meta.snapshot_id, "snapshot installed");
+        Ok(())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        self.read(|v| Ok((v.last_applied()?, v.membership()?)))
+            .map_err(sm_err::<StoreError>(StorageIOError::read_state_machine))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = self.inner.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            let _g = inner.gate.write().unwrap_or_else(|p| p.into_inner());
+            apply_batch(&inner.tables, &entries)
+        })
+        .await
+        .map_err(join_err)
+        .and_then(|r| r)
+        .map_err(sm_err::<StoreError>(StorageIOError::write_state_machine))?;
+        Ok(applied.responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let name = format!("incoming-{}.part", uuid::Uuid::new_v4());
+        let path = self.inner.dir.join(name);
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(sm_err(|e| StorageIOError::write_snapshot(None, e)))?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let file = snapshot.into_std().await;
+        let this = self.clone();
+        let m = meta.clone();
+        tokio::task::spawn_blocking(move || this.install(&m, file))
+            .await
+            .map_err(join_err)
+            .and_then(|r| r)
+            .map_err(|e| {
+                StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)).into()
+            })
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some(current) = self.current().map_err(sm_err::<StoreError>(|e| {
+            StorageIOError::read_snapshot(None, e)
+        }))?
+        else {
+            return Ok(None);
+        };
+        let path = self.inner.dir.join(&current.file);
+        let file = tokio::fs::File::open(&path).await.map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(
+                Some(current.meta.signature()),
+                AnyError::new(&e),
+            ))
+        })?;
+        Ok(Some(Snapshot {
+            meta: current.meta,
+            snapshot: Box::new(file),
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let this = self.clone();
+        let (meta, path) = tokio::task::spawn_blocking(move || this.build())
+            .await
+            .map_err(join_err)
+            .and_then(|r| r)
+            .map_err(sm_err::<StoreError>(|e| {
+                StorageIOError::write_snapshot(None, e)
+            }))?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                AnyError::new(&e),
+            ))
+        })?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
+    }
+}
