@@ -1,0 +1,154 @@
+//! Reporter benchmark: ingest with batching into the in-memory and the sled backend, and
+//! statistics over 100,000 records.
+//!
+//! `cargo run --release -p ire-actors --example bench_reporter`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ire_actors::reporter::{stats, MemoryStorage, ReporterConfig, ReporterHandle, SledStorage};
+use ire_core::{ExecutionQuery, ExecutionRecord, ExecutionStatus, Reporter, StorageBackend};
+
+const RECORDS: usize = 100_000;
+
+fn record(i: usize) -> ExecutionRecord {
+    let start = chrono::Utc::now();
+    let status = match i % 10 {
+        0 => ExecutionStatus::Failed,
+        1 => ExecutionStatus::Timeout,
+        _ => ExecutionStatus::Success,
+    };
+    ExecutionRecord {
+        id: format!("exec-{i:08}"),
+        plugin_name: ["kill", "network-delay", "cpu-stress"][i % 3].into(),
+        resource_id: format!("id-{}", i % 50),
+        resource_name: format!("web-{}", i % 50),
+        resource_key: Some(format!("compose/shop/web/{}", i % 50).parse().unwrap()),
+        start_time: start,
+        end_time: start,
+        duration: Duration::from_millis((i % 5000) as u64),
+        status,
+        error: if status == ExecutionStatus::Failed {
+            "container did not stop".into()
+        } else {
+            String::new()
+        },
+        metadata: Default::default(),
+        principal: "bench".into(),
+        campaign: Some("bench".into()),
+        step: Some("kill-web".into()),
+        node: Some("node-1".into()),
+        fencing_token: None,
+        time_to_detect: Some(Duration::from_millis(300)),
+        time_to_recover: Some(Duration::from_millis(1000 + (i % 3000) as u64)),
+    }
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn ingest(name: &str, storage: Arc<dyn StorageBackend>, batch: usize) -> ReporterHandle {
+    let (reporter, _join) = ReporterHandle::spawn(
+        storage,
+        ReporterConfig {
+            batch_size: batch,
+            flush_interval: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let records: Vec<ExecutionRecord> = (0..RECORDS).map(record).collect();
+    let start = Instant::now();
+    for r in records {
+        reporter.record_execution(r).await.unwrap();
+    }
+    reporter.flush().await.unwrap();
+    let elapsed = start.elapsed();
+    println!(
+        "| {name} | {batch} | {RECORDS} | {:.2} | {:.0} |",
+        elapsed.as_secs_f64(),
+        RECORDS as f64 / elapsed.as_secs_f64()
+    );
+    reporter
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        println!("| backend | batch size | records | seconds | records/s |");
+        println!("|---|---:|---:|---:|---:|");
+        let memory = ingest("memory", Arc::new(MemoryStorage::new()), 512).await;
+        let dir = tempfile::tempdir().unwrap();
+        let sled = SledStorage::open_with_cache(dir.path(), 16 << 20).unwrap();
+        let sled_reporter = ingest("sled (flushed per batch)", Arc::new(sled), 512).await;
+        let dir1 = tempfile::tempdir().unwrap();
+        let sled1 = SledStorage::open_with_cache(dir1.path(), 16 << 20).unwrap();
+        // Unbatched, for comparison: every record is its own flushed write.
+        let unbatched = RECORDS;
+        let _ = unbatched;
+        let (r1, _j) = ReporterHandle::spawn(
+            Arc::new(sled1),
+            ReporterConfig {
+                batch_size: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let n = 2_000;
+        let start = Instant::now();
+        for i in 0..n {
+            r1.record_execution(record(i)).await.unwrap();
+        }
+        r1.flush().await.unwrap();
+        let el = start.elapsed();
+        println!(
+            "| sled, batch size 1 (no batching) | 1 | {n} | {:.2} | {:.0} |",
+            el.as_secs_f64(),
+            n as f64 / el.as_secs_f64()
+        );
+        println!(
+            "| replicated ledger (consensus crate) | 512 | - | - | to be measured when wired |"
+        );
+        println!();
+
+        println!("| statistics over {RECORDS} records | seconds |");
+        println!("|---|---:|");
+        let records = memory
+            .query_executions(&ExecutionQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(records.len(), RECORDS);
+        let start = Instant::now();
+        let s = stats::compute(&records);
+        println!(
+            "| aggregation only (stats::compute) | {:.4} |",
+            start.elapsed().as_secs_f64()
+        );
+        assert_eq!(s.total_executions, RECORDS);
+        for (name, r) in [("memory", &memory), ("sled", &sled_reporter)] {
+            let start = Instant::now();
+            let s = r.compute_statistics(&Default::default()).await.unwrap();
+            assert_eq!(s.total_executions, RECORDS);
+            println!(
+                "| compute_statistics from {name} (load + decode + aggregate) | {:.3} |",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        println!();
+        println!("peak RSS: {} MiB", peak_rss_kib() / 1024);
+    });
+}
