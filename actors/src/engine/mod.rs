@@ -1,1 +1,1036 @@
-//! The engine part of the node runtime.
+//! The engine: the seed's ExecutionEngine as a supervised actor.
+//!
+//! [`Engine`] is a cloneable handle implementing core's [`ExecutionEngine`]. A request is
+//! authorized first (denied: an error, an audit entry, and the plugin is never called), then
+//! sent to the [`EngineActor`], which admits it to the bounded [`WorkerPool`] (or rejects it
+//! with `Overloaded`) and starts its task. The task takes the resource's lease through the
+//! resource-lock actor, waits for a worker slot, runs the request's strategy over the plugin
+//! lifecycle ([`lifecycle`]), releases the lease, and reports the result: to the caller's
+//! [`ExecutionHandle`], the execution table, the reporter, the event bus and the audit log,
+//! with every secret value the execution read scrubbed out.
+//!
+//! Tasks belong to the actor incarnation that started them: if the actor stops or crashes,
+//! they are canceled (their rollback and cleanup still run) and reported failed.
+
+pub mod lifecycle;
+mod pool;
+pub mod strategy;
+mod table;
+
+pub use lifecycle::meta;
+pub use pool::WorkerPool;
+pub use strategy::{
+    CircuitBreakerStrategy, CircuitState, RateLimitStrategy, RetryStrategy, SimpleStrategy,
+};
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use ire_core::event::event_type;
+use ire_core::security::verb;
+use ire_core::{
+    Action, ActionResult, AuditEntry, AuditLogger, AuthorizationProvider, EnvironmentAdapter,
+    Error, ErrorClass, Event, EventBus, ExecutionEngine, ExecutionHandle, ExecutionRecord,
+    ExecutionRequest, ExecutionResult, ExecutionStatus, ExecutionStrategy, FaultLedger, Metadata,
+    Monitor, Plugin, PluginContext, PluginFilter, PluginMetadata, PluginRegistry, ProgressUpdate,
+    Reporter, Resource, Result, SecretProvider, Snapshot, Workflow, WorkflowResult,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, Message, SpawnErr};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::lock::LockManager;
+use crate::metric_names;
+use crate::security::{RecordingSecretProvider, SecretRedactor};
+use crate::supervisor::{ActorSlot, ChildSpec, PingFn, SpawnedChild};
+use lifecycle::{Execution, LifecycleAttempt};
+use table::ExecutionTable;
+
+/// The request label that makes a fault timed: a humantime duration (`30s`) after which the
+/// engine reverts it (the lease is renewed meanwhile).
+pub const DURATION_LABEL: &str = "duration";
+
+/// The principal recorded for actions that come from the node itself (plugin registration
+/// at startup), which core's registry calls do not name.
+pub const SYSTEM_PRINCIPAL: &str = "system";
+
+/// The engine's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// This node's name (lease holders, ledger entries, records).
+    pub node: String,
+    /// Executions that run at once.
+    pub concurrency_limit: usize,
+    /// Executions that may wait for a worker; one more is rejected with `Overloaded`.
+    pub queue_capacity: usize,
+    /// The lifecycle's time limit when a request names none.
+    pub default_timeout: Duration,
+    /// How long a hook may take to return after its context was canceled.
+    pub hook_grace: Duration,
+    /// The time limit of PostExecute, Rollback and Cleanup each.
+    pub cleanup_timeout: Duration,
+    /// How long an execution waits for a resource's lease held by another.
+    pub lock_wait: Duration,
+    /// Finished executions whose status stays queryable.
+    pub retained_results: usize,
+    /// How long a stopping engine waits for its executions to roll back and clean up.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            node: "local".into(),
+            concurrency_limit: 64,
+            queue_capacity: 4096,
+            default_timeout: Duration::from_secs(300),
+            hook_grace: Duration::from_secs(5),
+            cleanup_timeout: Duration::from_secs(30),
+            lock_wait: Duration::from_secs(60),
+            retained_results: 10_000,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Allows everything: for tools and tests that run without an authorization config.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AllowAll;
+
+#[async_trait]
+impl AuthorizationProvider for AllowAll {
+    async fn authorize(&self, _: &str, _: &Action, _: Option<&Resource>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes audit entries nowhere: for tools and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoAudit;
+
+#[async_trait]
+impl AuditLogger for NoAudit {
+    async fn log_action(&self, _: AuditEntry) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What the engine works with.
+#[derive(Clone)]
+pub struct EngineDeps {
+    /// Where plugins are registered.
+    pub registry: Arc<dyn PluginRegistry>,
+    /// Adapters by instance name (a resource key's first segment picks one).
+    pub adapters: BTreeMap<String, Arc<dyn EnvironmentAdapter>>,
+    /// Who may do what.
+    pub auth: Arc<dyn AuthorizationProvider>,
+    /// Where every action is recorded.
+    pub audit: Arc<dyn AuditLogger>,
+    /// Secrets plugins may read.
+    pub secrets: Option<Arc<dyn SecretProvider>>,
+    /// Where events go.
+    pub event_bus: Option<Arc<dyn EventBus>>,
+    /// Where execution records go.
+    pub reporter: Option<Arc<dyn Reporter>>,
+    /// The node's monitor, for plugins.
+    pub monitor: Option<Arc<dyn Monitor>>,
+    /// Leases: without it, executions on one resource are not serialized.
+    pub locks: Option<LockManager>,
+    /// Where faults are recorded before they are injected (needs `locks`).
+    pub ledger: Option<Arc<dyn FaultLedger>>,
+}
+
+impl EngineDeps {
+    /// Dependencies with a registry and adapters; everything else off and authorization
+    /// open. Set the other fields for a real node.
+    pub fn new(
+        registry: Arc<dyn PluginRegistry>,
+        adapters: BTreeMap<String, Arc<dyn EnvironmentAdapter>>,
+    ) -> Self {
+        EngineDeps {
+            registry,
+            adapters,
+            auth: Arc::new(AllowAll),
+            audit: Arc::new(NoAudit),
+            secrets: None,
+            event_bus: None,
+            reporter: None,
+            monitor: None,
+            locks: None,
+            ledger: None,
+        }
+    }
+}
+
+struct Core {
+    config: RwLock<EngineConfig>,
+    deps: EngineDeps,
+    pool: WorkerPool,
+    table: ExecutionTable,
+    /// Every execution task of every incarnation.
+    tasks: TaskTracker,
+}
+
+/// The engine handle (cloneable; survives restarts of the actor).
+#[derive(Clone)]
+pub struct Engine {
+    core: Arc<Core>,
+    slot: ActorSlot<EngineMessage>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("pool", &self.core.pool)
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+/// An execution on its way to the actor.
+pub struct Job {
+    request: ExecutionRequest,
+    plugin: Arc<dyn Plugin>,
+    /// Set for a workflow's rollback of a completed step: its snapshot and ledger fault id.
+    revert: Option<(Snapshot, Option<String>)>,
+}
+
+/// Messages of the engine actor.
+pub enum EngineMessage {
+    /// Admits and starts an execution.
+    Submit {
+        /// The execution.
+        job: Box<Job>,
+        /// Its handle, or the rejection.
+        reply: oneshot::Sender<Result<ExecutionHandle>>,
+    },
+    /// Heartbeat: answered at once by a healthy actor.
+    Ping(oneshot::Sender<()>),
+    /// Blocks the actor's mailbox for a while (exercises stuck-actor detection).
+    Stall(Duration),
+    /// Fails the actor on purpose, to exercise supervision (ire tests itself with chaos).
+    Crash,
+}
+
+impl Message for EngineMessage {}
+
+/// The engine actor's state: the incarnation's root cancel token.
+pub struct EngineState {
+    root: CancellationToken,
+    _guard: DropGuard,
+}
+
+/// The engine actor.
+pub struct EngineActor {
+    core: Arc<Core>,
+}
+
+impl Actor for EngineActor {
+    type Msg = EngineMessage;
+    type State = EngineState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _: (),
+    ) -> std::result::Result<Self::State, ActorProcessingErr> {
+        let root = CancellationToken::new();
+        Ok(EngineState {
+            _guard: root.clone().drop_guard(),
+            root,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        // A graceful stop: cancel what runs and wait (bounded) for rollback and cleanup.
+        state.root.cancel();
+        let timeout = self
+            .core
+            .config
+            .read()
+            .expect("config lock")
+            .shutdown_timeout;
+        let waited = tokio::time::timeout(timeout, async {
+            while self.core.table.live() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::error!(
+                component = "engine",
+                live = self.core.table.live(),
+                "executions still running after the shutdown timeout"
+            );
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        match message {
+            EngineMessage::Submit { job, reply } => {
+                let _ = reply.send(self.admit(*job, &state.root));
+            }
+            EngineMessage::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            EngineMessage::Stall(d) => tokio::time::sleep(d).await,
+            EngineMessage::Crash => panic!("engine actor crashed on request"),
+        }
+        Ok(())
+    }
+}
+
+impl EngineActor {
+    fn admit(&self, job: Job, root: &CancellationToken) -> Result<ExecutionHandle> {
+        let reservation = self.core.pool.reserve()?;
+        let id = job.request.execution_id.clone();
+        let cancel = root.child_token();
+        self.core.table.insert(&id, cancel.clone())?;
+        let (tx, rx) = watch::channel(None);
+        let handle = ExecutionHandle::new(id.clone(), rx, cancel.clone());
+        let span = tracing::info_span!("execution", component = "engine", execution_id = %id,
+            resource_id = %job.request.resource.key, plugin = %job.request.plugin_name);
+        let core = self.core.clone();
+        let root = root.clone();
+        self.core.tasks.spawn(
+            async move {
+                run_job(core, job, reservation, cancel, root, tx).await;
+            }
+            .instrument(span),
+        );
+        Ok(handle)
+    }
+}
+
+/// Runs one admitted execution to its end and reports it.
+async fn run_job(
+    core: Arc<Core>,
+    job: Job,
+    reservation: pool::Reservation,
+    cancel: CancellationToken,
+    root: CancellationToken,
+    result_tx: watch::Sender<Option<ExecutionResult>>,
+) {
+    let Job {
+        request,
+        plugin,
+        revert,
+    } = job;
+    let started = Utc::now();
+    let clock = tokio::time::Instant::now();
+    let config = core.config.read().expect("config lock").clone();
+    let redactor = SecretRedactor::new();
+    let id = request.execution_id.clone();
+    let strategy: Arc<dyn ExecutionStrategy> = request
+        .strategy
+        .clone()
+        .unwrap_or_else(|| Arc::new(SimpleStrategy));
+
+    let exec_cell: std::sync::OnceLock<Arc<Execution>> = std::sync::OnceLock::new();
+    let outcome: Result<ExecutionResult> = async {
+        let env = core
+            .deps
+            .adapters
+            .get(request.resource.key.adapter())
+            .cloned()
+            .ok_or_else(|| {
+                Error::not_found("adapter", request.resource.key.adapter())
+                    .context(format!("resolving the adapter of {}", request.resource.key))
+            })?;
+        let fault_duration = match request.labels.get(DURATION_LABEL) {
+            Some(d) => Some(humantime::parse_duration(d).map_err(|e| {
+                Error::invalid(format!("label {DURATION_LABEL} of execution {id}"), format!("{d:?}: {e}"))
+            })?),
+            None => None,
+        };
+
+        // The lease first, then a worker: waiting for a busy resource does not hold a slot.
+        let lease = match &core.deps.locks {
+            Some(locks) => Some(
+                locks
+                    .acquire(
+                        &request.resource.key,
+                        &format!("{}/{id}", config.node),
+                        config.lock_wait,
+                        &cancel,
+                    )
+                    .await
+                    .map_err(|e| e.context(format!("locking {}", request.resource.key)))?,
+            ),
+            None => None,
+        };
+        let permit = tokio::select! {
+            p = reservation.start() => p,
+            _ = cancel.cancelled() => return Err(Error::Canceled { message: format!("execution {id} while queued") }),
+        };
+        core.table.set_status(&id, ExecutionStatus::Running);
+
+        let (progress_tx, progress_rx) = mpsc::channel::<ProgressUpdate>(64);
+        core.tasks.spawn(forward_progress(core.clone(), progress_rx, request.resource.clone(), redactor.clone()));
+
+        let mut ctx = PluginContext::new(id.clone(), env);
+        ctx.timeout = request.timeout.unwrap_or(config.default_timeout);
+        ctx.cancel = cancel.clone();
+        ctx.config = request.config.clone();
+        ctx.monitor = core.deps.monitor.clone();
+        ctx.reporter = core.deps.reporter.clone();
+        ctx.event_bus = core.deps.event_bus.clone();
+        ctx.progress = Some(progress_tx);
+        ctx.principal = request.principal.clone();
+        ctx.auth = Some(core.deps.auth.clone());
+        ctx.secrets = core.deps.secrets.clone().map(|s| {
+            Arc::new(RecordingSecretProvider::new(s, redactor.clone())) as Arc<dyn SecretProvider>
+        });
+        ctx.fencing_token = lease.as_ref().map(|l| l.token());
+        ctx.span = tracing::Span::current();
+        ctx.labels = request.labels.clone();
+
+        let (in_flight, mut in_flight_rx) = watch::channel(0u32);
+        let exec = Arc::new(Execution {
+            id: id.clone(),
+            plugin: plugin.clone(),
+            plugin_name: request.plugin_name.clone(),
+            resource: request.resource.clone(),
+            timeout: ctx.timeout,
+            base: ctx,
+            cancel: cancel.clone(),
+            lease_lost: lease.as_ref().map(|l| l.lost().clone()),
+            fencing_token: lease.as_ref().map(|l| l.token()),
+            hook_grace: config.hook_grace,
+            cleanup_timeout: config.cleanup_timeout,
+            fault_duration,
+            node: config.node.clone(),
+            ledger: lease.as_ref().and(core.deps.ledger.clone()),
+            bus: core.deps.event_bus.clone(),
+            redactor: redactor.clone(),
+            attempts: AtomicU32::new(0),
+            in_flight,
+            notes: Mutex::new(Metadata::new()),
+        });
+        let _ = exec_cell.set(exec.clone());
+        exec.publish(Event::new(event_type::EXECUTION_STARTED, "engine")).await;
+
+        let result = match &revert {
+            Some((snapshot, fault)) => {
+                // A workflow's rollback of a completed step: restore its snapshot, once.
+                let mut after = exec.base.clone();
+                after.cancel = cancel.child_token();
+                exec.attempts.store(1, std::sync::atomic::Ordering::SeqCst);
+                exec.revert(&after, snapshot, fault.as_deref())
+                    .await
+                    .map(|()| ExecutionResult::finished(&id, ExecutionStatus::Success, started))
+            }
+            None => {
+                let attempt = LifecycleAttempt(exec.clone());
+                let run = strategy.execute(&attempt);
+                tokio::pin!(run);
+                // After a cancel, an attempt in flight ends by itself (rollback, cleanup); a
+                // strategy that is between attempts (a backoff) is dropped.
+                let idle_after_cancel = async {
+                    cancel.cancelled().await;
+                    let _ = in_flight_rx.wait_for(|n| *n == 0).await;
+                };
+                tokio::select! {
+                    r = &mut run => r,
+                    _ = idle_after_cancel => Err(Error::Canceled { message: format!("execution {id} between attempts") }),
+                }
+            }
+        };
+        drop(permit);
+        if let Some(lease) = lease {
+            if let Err(e) = lease.release().await {
+                tracing::warn!(component = "engine", execution_id = %id, error = %e, "lease release failed; it will expire");
+            }
+        }
+        result
+    }
+    .await;
+
+    let mut result = match outcome {
+        Ok(r) => r,
+        Err(e) => failed_result(&id, started, &e, &root),
+    };
+    result.start_time = started;
+    if let Some(exec) = exec_cell.get() {
+        result.attempts = exec
+            .attempts
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .max(1);
+        for (k, v) in exec.notes.lock().expect("notes lock").iter() {
+            result
+                .metadata
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+    }
+    result.duration = clock.elapsed();
+    result.end_time = Utc::now();
+    result
+        .metadata
+        .insert(meta::STRATEGY.into(), strategy.name().to_owned().into());
+    redactor.redact_result(&mut result);
+    finish(
+        &core,
+        &request,
+        result,
+        clock.elapsed(),
+        &result_tx,
+        revert.is_some(),
+    )
+    .await;
+}
+
+fn failed_result(
+    id: &str,
+    started: chrono::DateTime<Utc>,
+    e: &Error,
+    root: &CancellationToken,
+) -> ExecutionResult {
+    let status = match e.root() {
+        Error::Timeout { .. } => ExecutionStatus::Timeout,
+        Error::Canceled { .. } if root.is_cancelled() => ExecutionStatus::Failed,
+        Error::Canceled { .. } => ExecutionStatus::Canceled,
+        _ => ExecutionStatus::Failed,
+    };
+    if root.is_cancelled() && status == ExecutionStatus::Failed {
+        // The engine actor stopped or crashed under this execution: report it failed (after
+        // its rollback and cleanup ran), never leave the caller waiting.
+        let e2 = Error::other(
+            ErrorClass::Retryable,
+            format!("engine stopped while execution {id} ran; it was canceled, rolled back and cleaned up"),
+            None,
+        );
+        return ExecutionResult::finished(id, status, started)
+            .with_error(&e2.context(e.chain_message()));
+    }
+    ExecutionResult::finished(id, status, started).with_error(e)
+}
+
+async fn forward_progress(
+    core: Arc<Core>,
+    mut rx: mpsc::Receiver<ProgressUpdate>,
+    resource: Resource,
+    redactor: SecretRedactor,
+) {
+    while let Some(mut u) = rx.recv().await {
+        u.message = redactor.redact(&u.message);
+        core.table.set_progress(u.clone());
+        if let Some(bus) = &core.deps.event_bus {
+            let e = Event::new(event_type::EXECUTION_PROGRESS, "engine")
+                .with_resource(resource.clone())
+                .with_metadata("execution_id", u.execution_id.clone())
+                .with_data("percent", u.percent)
+                .with_data("stage", u.stage.clone())
+                .with_data("message", u.message.clone());
+            let _ = bus.publish(e).await;
+        }
+    }
+}
+
+/// Reports a finished execution everywhere it must go.
+async fn finish(
+    core: &Core,
+    request: &ExecutionRequest,
+    result: ExecutionResult,
+    took: Duration,
+    result_tx: &watch::Sender<Option<ExecutionResult>>,
+    is_revert: bool,
+) {
+    let id = &result.execution_id;
+    let status_label = format!("{:?}", result.status).to_lowercase();
+    metrics::counter!(metric_names::ENGINE_EXECUTIONS_TOTAL, "plugin" => request.plugin_name.clone(), "status" => status_label.clone()).increment(1);
+    metrics::histogram!(metric_names::ENGINE_EXECUTION_DURATION_SECONDS, "plugin" => request.plugin_name.clone()).record(took.as_secs_f64());
+    match &result.error {
+        None => {
+            tracing::info!(status = %status_label, attempts = result.attempts, duration_ms = took.as_millis() as u64, "execution finished")
+        }
+        Some(e) => {
+            tracing::warn!(status = %status_label, attempts = result.attempts, error = %e, "execution finished")
+        }
+    }
+
+    if let Some(reporter) = &core.deps.reporter {
+        let record = ExecutionRecord {
+            id: id.clone(),
+            plugin_name: request.plugin_name.clone(),
+            resource_id: request.resource.id.clone(),
+            resource_name: request.resource.name.clone(),
+            resource_key: Some(request.resource.key.clone()),
+            start_time: result.start_time,
+            end_time: result.end_time,
+            duration: result.duration,
+            status: result.status,
+            error: result.error.clone().unwrap_or_default(),
+            metadata: result.metadata.clone(),
+            principal: request.principal.clone(),
+            campaign: request.labels.get("campaign").cloned(),
+            step: request.labels.get("step").cloned(),
+            node: Some(core.config.read().expect("config lock").node.clone()),
+            fencing_token: result
+                .metadata
+                .get(meta::FENCING_TOKEN)
+                .and_then(|v| v.as_u64())
+                .map(ire_core::FencingToken),
+            time_to_detect: None,
+            time_to_recover: None,
+        };
+        if let Err(e) = reporter.record_execution(record).await {
+            tracing::error!(error = %e, "execution record not written");
+        }
+    }
+    if let Some(bus) = &core.deps.event_bus {
+        let mut e = Event::new(event_type::EXECUTION_FINISHED, "engine")
+            .with_resource(request.resource.clone())
+            .with_metadata("execution_id", id.clone())
+            .with_metadata("plugin", request.plugin_name.clone())
+            .with_data("status", status_label.clone())
+            .with_data("attempts", result.attempts);
+        if let Some(err) = &result.error {
+            e = e.with_data("error", err.clone());
+        }
+        for (k, v) in &request.labels {
+            e.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let _ = bus.publish(e).await;
+    }
+    let mut meta = Metadata::new();
+    meta.insert("execution_id".into(), id.clone().into());
+    meta.insert("status".into(), status_label.into());
+    audit(
+        core,
+        &request.principal,
+        Action::new(
+            if is_revert { "rollback" } else { verb::EXECUTE },
+            request.plugin_name.clone(),
+        ),
+        Some(&request.resource),
+        result.error.as_deref().map_or(Ok(()), Err),
+        took,
+        meta,
+    )
+    .await;
+    core.table.set_status(id, result.status);
+    let _ = result_tx.send(Some(result));
+}
+
+async fn audit(
+    core: &Core,
+    principal: &str,
+    action: Action,
+    resource: Option<&Resource>,
+    outcome: std::result::Result<(), &str>,
+    took: Duration,
+    metadata: Metadata,
+) {
+    let entry = AuditEntry {
+        timestamp: Utc::now(),
+        principal: principal.to_owned(),
+        action,
+        resource: resource.cloned(),
+        result: ActionResult {
+            success: outcome.is_ok(),
+            error: outcome.err().unwrap_or_default().to_owned(),
+            duration: took,
+        },
+        metadata,
+    };
+    if let Err(e) = core.deps.audit.log_action(entry).await {
+        tracing::error!(component = "engine", error = %e, "audit entry not written");
+    }
+}
+
+impl Engine {
+    /// An engine; start its actor with [`Engine::spawn`] or put [`Engine::child_spec`] in a
+    /// supervisor.
+    pub fn new(config: EngineConfig, deps: EngineDeps) -> Self {
+        Engine {
+            core: Arc::new(Core {
+                pool: WorkerPool::new(config.concurrency_limit, config.queue_capacity),
+                table: ExecutionTable::new(config.retained_results),
+                config: RwLock::new(config),
+                deps,
+                tasks: TaskTracker::new(),
+            }),
+            slot: ActorSlot::new("engine"),
+        }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<dyn PluginRegistry> {
+        &self.core.deps.registry
+    }
+
+    /// (running, queued, limit) of the worker pool.
+    pub fn load(&self) -> (usize, usize, usize) {
+        self.core.pool.load()
+    }
+
+    /// The latest progress update of an execution.
+    pub fn progress(&self, execution_id: &str) -> Result<Option<ProgressUpdate>> {
+        self.core.table.progress(execution_id)
+    }
+
+    async fn spawn_into(
+        &self,
+        supervisor: Option<ractor::ActorCell>,
+    ) -> std::result::Result<SpawnedChild, SpawnErr> {
+        let actor = EngineActor {
+            core: self.core.clone(),
+        };
+        let (a, _join) = match supervisor {
+            Some(s) => Actor::spawn_linked(None, actor, (), s).await?,
+            None => Actor::spawn(None, actor, ()).await?,
+        };
+        self.slot.set(a.clone());
+        let cell = a.get_cell();
+        let ping: PingFn = Arc::new(move || {
+            let a = a.clone();
+            Box::pin(async move {
+                let (tx, rx) = oneshot::channel();
+                a.cast(EngineMessage::Ping(tx)).is_ok() && rx.await.is_ok()
+            })
+        });
+        Ok(SpawnedChild {
+            cell,
+            ping: Some(ping),
+        })
+    }
+
+    /// Starts the actor unsupervised (tools, benchmarks).
+    pub async fn spawn(&self) -> Result<()> {
+        self.spawn_into(None).await.map(|_| ()).map_err(|e| {
+            Error::other(
+                ErrorClass::Fatal,
+                format!("starting the engine actor: {e}"),
+                None,
+            )
+        })
+    }
+
+    /// The supervisor child that runs this engine's actor.
+    pub fn child_spec(&self) -> ChildSpec {
+        let me = self.clone();
+        ChildSpec::new(
+            "engine",
+            Arc::new(move |sup| {
+                let me = me.clone();
+                Box::pin(async move { me.spawn_into(Some(sup)).await })
+            }),
+        )
+    }
+
+    /// Stops the actor gracefully: executions are canceled, rolled back and cleaned up.
+    pub async fn stop(&self) {
+        if let Ok(a) = self.slot.get() {
+            let t = self
+                .core
+                .config
+                .read()
+                .expect("config lock")
+                .shutdown_timeout;
+            let _ = a
+                .stop_and_wait(None, Some(t + Duration::from_secs(1)))
+                .await;
+        }
+        self.slot.clear();
+    }
+
+    /// Waits until every execution task (and progress forwarder) has ended.
+    pub async fn wait_idle(&self, timeout: Duration) -> Result<()> {
+        self.core.tasks.close();
+        let r = tokio::time::timeout(timeout, self.core.tasks.wait()).await;
+        self.core.tasks.reopen();
+        r.map_err(|_| Error::Timeout {
+            operation: "waiting for the engine's tasks".into(),
+            after: timeout,
+        })
+    }
+
+    /// Tasks the engine still runs.
+    pub fn task_count(&self) -> usize {
+        self.core.tasks.len()
+    }
+
+    /// Fails the actor on purpose (supervision tests).
+    pub fn crash(&self) -> Result<()> {
+        self.slot
+            .get()?
+            .cast(EngineMessage::Crash)
+            .map_err(|_| unavailable())
+    }
+
+    /// Blocks the actor's mailbox for `d` (stuck-actor tests).
+    pub fn stall(&self, d: Duration) -> Result<()> {
+        self.slot
+            .get()?
+            .cast(EngineMessage::Stall(d))
+            .map_err(|_| unavailable())
+    }
+
+    async fn authorize(
+        &self,
+        principal: &str,
+        action: &Action,
+        resource: Option<&Resource>,
+    ) -> Result<()> {
+        if let Err(e) = self
+            .core
+            .deps
+            .auth
+            .authorize(principal, action, resource)
+            .await
+        {
+            metrics::counter!(metric_names::ENGINE_UNAUTHORIZED_TOTAL).increment(1);
+            audit(
+                &self.core,
+                principal,
+                action.clone(),
+                resource,
+                Err(&e.to_string()),
+                Duration::ZERO,
+                Metadata::new(),
+            )
+            .await;
+            tracing::warn!(component = "engine", principal, action = %action, "denied");
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Authorizes, admits and starts a request; `plugin`/`revert` override the registry
+    /// lookup for a workflow's rollback.
+    pub(crate) async fn submit(
+        &self,
+        mut request: ExecutionRequest,
+        revert: Option<(Arc<dyn Plugin>, Snapshot, Option<String>)>,
+    ) -> Result<ExecutionHandle> {
+        if request.execution_id.is_empty() {
+            request.execution_id = uuid::Uuid::new_v4().to_string();
+        }
+        // A rollback is authorized as an execution of the plugin: it acts on the resource.
+        let action = Action::new(verb::EXECUTE, request.plugin_name.clone());
+        // Authorization comes before anything else, the plugin lookup included.
+        self.authorize(&request.principal, &action, Some(&request.resource))
+            .await?;
+        let (plugin, revert) = match revert {
+            Some((p, s, f)) => (p, Some((s, f))),
+            None => (self.core.deps.registry.get(&request.plugin_name)?, None),
+        };
+        let md = plugin.metadata();
+        if md
+            .required_capabilities
+            .iter()
+            .any(|c| c == ire_core::plugin::requirement::ADMIN)
+        {
+            self.authorize(
+                &request.principal,
+                &Action::new("admin", md.name.clone()),
+                Some(&request.resource),
+            )
+            .await?;
+        }
+        let rejected = |e: Error| async {
+            audit(
+                &self.core,
+                &request.principal,
+                action.clone(),
+                Some(&request.resource),
+                Err(&e.to_string()),
+                Duration::ZERO,
+                Metadata::new(),
+            )
+            .await;
+            e
+        };
+        if !md.supports_kind(&request.resource.kind) {
+            let e = Error::invalid(
+                format!("execution of plugin {}", md.name),
+                format!(
+                    "resource {} is a {:?}, which the plugin does not support ({})",
+                    request.resource.key,
+                    request.resource.kind,
+                    md.supported_kinds.join(", ")
+                ),
+            );
+            return Err(rejected(e).await);
+        }
+        if let Err(e) = plugin.validate_config(&request.config) {
+            return Err(rejected(e.context(format!("config of plugin {}", md.name))).await);
+        }
+        let actor = match self.slot.get() {
+            Ok(a) => a,
+            Err(e) => return Err(rejected(e).await),
+        };
+        let (tx, rx) = oneshot::channel();
+        let job = Box::new(Job {
+            request: request.clone(),
+            plugin,
+            revert,
+        });
+        if actor
+            .cast(EngineMessage::Submit { job, reply: tx })
+            .is_err()
+        {
+            return Err(rejected(unavailable()).await);
+        }
+        match rx.await {
+            Ok(Ok(h)) => Ok(h),
+            Ok(Err(e)) => Err(rejected(e).await),
+            Err(_) => Err(rejected(unavailable()).await),
+        }
+    }
+
+    /// Restores a completed step's snapshot (a workflow's rollback), through the same
+    /// authorization, lease and audit as any execution.
+    pub async fn revert(
+        &self,
+        mut request: ExecutionRequest,
+        snapshot: Snapshot,
+        fault_id: Option<String>,
+    ) -> Result<ExecutionResult> {
+        let plugin = self.core.deps.registry.get(&request.plugin_name)?;
+        if !plugin.supports_rollback() {
+            return Err(Error::unsupported("rollback", request.plugin_name.clone()));
+        }
+        request.execution_id = format!(
+            "{}-rollback-{}",
+            request.execution_id,
+            uuid::Uuid::new_v4().simple()
+        );
+        request.labels.remove(DURATION_LABEL);
+        let mut h = self
+            .submit(request, Some((plugin, snapshot, fault_id)))
+            .await?;
+        h.wait().await
+    }
+}
+
+fn unavailable() -> Error {
+    Error::Unavailable {
+        message: "the engine actor is not running (restarting or stopped)".into(),
+        source: None,
+    }
+}
+
+#[async_trait]
+impl ExecutionEngine for Engine {
+    async fn register_plugin(&self, plugin: Arc<dyn Plugin>) -> Result<()> {
+        let name = plugin.metadata().name;
+        let start = tokio::time::Instant::now();
+        let r = self.core.deps.registry.register(plugin).await;
+        let err = r.as_ref().err().map(|e| e.to_string());
+        audit(
+            &self.core,
+            SYSTEM_PRINCIPAL,
+            Action::new(verb::CREATE, format!("plugin/{name}")),
+            None,
+            err.as_deref().map_or(Ok(()), Err),
+            start.elapsed(),
+            Metadata::new(),
+        )
+        .await;
+        r
+    }
+
+    async fn unregister_plugin(&self, name: &str) -> Result<()> {
+        let start = tokio::time::Instant::now();
+        let r = self.core.deps.registry.unregister(name).await;
+        let err = r.as_ref().err().map(|e| e.to_string());
+        audit(
+            &self.core,
+            SYSTEM_PRINCIPAL,
+            Action::new(verb::DELETE, format!("plugin/{name}")),
+            None,
+            err.as_deref().map_or(Ok(()), Err),
+            start.elapsed(),
+            Metadata::new(),
+        )
+        .await;
+        r
+    }
+
+    async fn get_plugin(&self, name: &str) -> Result<Arc<dyn Plugin>> {
+        self.core.deps.registry.get(name)
+    }
+
+    async fn list_plugins(&self, filter: &PluginFilter) -> Result<Vec<PluginMetadata>> {
+        self.core.deps.registry.list(filter)
+    }
+
+    async fn execute(&self, request: ExecutionRequest) -> Result<ExecutionResult> {
+        let mut h = self.execute_async(request).await?;
+        h.wait().await
+    }
+
+    async fn execute_async(&self, request: ExecutionRequest) -> Result<ExecutionHandle> {
+        self.submit(request, None).await
+    }
+
+    async fn execute_workflow(&self, workflow: Workflow) -> Result<WorkflowResult> {
+        crate::workflow::run(self, workflow).await
+    }
+
+    async fn cancel(&self, execution_id: &str) -> Result<()> {
+        let r = self.core.table.cancel(execution_id);
+        let err = r.as_ref().err().map(|e| e.to_string());
+        let mut meta = Metadata::new();
+        meta.insert("execution_id".into(), execution_id.into());
+        audit(
+            &self.core,
+            SYSTEM_PRINCIPAL,
+            Action::new("cancel", format!("execution/{execution_id}")),
+            None,
+            err.as_deref().map_or(Ok(()), Err),
+            Duration::ZERO,
+            meta,
+        )
+        .await;
+        r.map(|_| ())
+    }
+
+    async fn status(&self, execution_id: &str) -> Result<ExecutionStatus> {
+        self.core.table.status(execution_id)
+    }
+
+    async fn set_concurrency_limit(&self, limit: usize) -> Result<()> {
+        if limit == 0 {
+            return Err(Error::invalid("concurrency limit", "must be at least 1"));
+        }
+        self.core
+            .config
+            .write()
+            .expect("config lock")
+            .concurrency_limit = limit;
+        self.core.pool.set_limit(limit);
+        Ok(())
+    }
+
+    async fn set_default_timeout(&self, timeout: Duration) -> Result<()> {
+        if timeout.is_zero() {
+            return Err(Error::invalid("default timeout", "must be more than zero"));
+        }
+        self.core
+            .config
+            .write()
+            .expect("config lock")
+            .default_timeout = timeout;
+        Ok(())
+    }
+}

@@ -1,0 +1,465 @@
+//! One run of a plugin's lifecycle, exactly as the seed's Plugin Execution Flow:
+//!
+//! 1. Validate: a failure returns the error (nothing was touched, no cleanup).
+//! 2. PreExecute: returns the snapshot; a failure runs Cleanup and returns the error.
+//!    With a lease and a ledger, the fault is recorded (with its snapshot and fencing token)
+//!    before it is injected.
+//! 3. Execute: a failure runs Rollback with the snapshot (when the plugin supports it), then
+//!    Cleanup, and returns the error. A timed fault (`duration` label) is held, lease renewed,
+//!    and reverted with Rollback when its time is up.
+//! 4. PostExecute: a failure is logged, not fatal.
+//! 5. Cleanup: always (once Validate passed), even after a failed Rollback.
+//!
+//! A timeout, a cancel, or the loss of the lease cancels the plugin's context; the running
+//! hook gets a grace period to return, after which it is abandoned; Rollback and Cleanup
+//! then run with a fresh context and their own time limit.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use ire_core::event::event_type;
+use ire_core::{
+    Attempt, Error, ErrorClass, Event, EventBus, ExecutionResult, ExecutionStatus, FaultEntry,
+    FaultLedger, FaultState, FencingToken, Metadata, Plugin, PluginContext, Resource, Result,
+    Snapshot,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::metric_names;
+use crate::security::SecretRedactor;
+
+/// Metadata keys the engine writes into results.
+pub mod meta {
+    /// The snapshot PreExecute took (JSON), used to revert the step later.
+    pub const SNAPSHOT: &str = "snapshot";
+    /// The ledger id of the fault the execution injected.
+    pub const FAULT_ID: &str = "faultId";
+    /// True when the fault was reverted (after a failure or a timed fault's end).
+    pub const REVERTED: &str = "reverted";
+    /// Why the rollback failed.
+    pub const ROLLBACK_ERROR: &str = "rollbackError";
+    /// Why PostExecute failed (not fatal).
+    pub const POST_EXECUTE_ERROR: &str = "postExecuteError";
+    /// Why Cleanup failed.
+    pub const CLEANUP_ERROR: &str = "cleanupError";
+    /// The fencing token the execution ran under.
+    pub const FENCING_TOKEN: &str = "fencingToken";
+    /// The strategy that ran it.
+    pub const STRATEGY: &str = "strategy";
+}
+
+/// Everything one execution's attempts share.
+pub(crate) struct Execution {
+    pub id: String,
+    pub plugin: Arc<dyn Plugin>,
+    pub plugin_name: String,
+    pub resource: Resource,
+    /// The context every attempt starts from (its `cancel` is replaced per attempt).
+    pub base: PluginContext,
+    /// The execution's cancel token (user cancel, engine stop).
+    pub cancel: CancellationToken,
+    /// Canceled when the resource's lease is lost.
+    pub lease_lost: Option<CancellationToken>,
+    pub fencing_token: Option<FencingToken>,
+    pub timeout: Duration,
+    pub hook_grace: Duration,
+    pub cleanup_timeout: Duration,
+    pub fault_duration: Option<Duration>,
+    pub node: String,
+    pub ledger: Option<Arc<dyn FaultLedger>>,
+    pub bus: Option<Arc<dyn EventBus>>,
+    pub redactor: SecretRedactor,
+    pub attempts: AtomicU32,
+    pub in_flight: watch::Sender<u32>,
+    /// Notes of the latest attempt, merged into the final result.
+    pub notes: Mutex<Metadata>,
+}
+
+/// Why an attempt was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Timeout,
+    Canceled,
+    LeaseLost,
+}
+
+#[derive(Default, Clone)]
+struct Track {
+    validated: bool,
+    snapshot: Option<Snapshot>,
+    fault_id: Option<String>,
+    execute_called: bool,
+    reverted: bool,
+    stage: &'static str,
+}
+
+struct InFlight<'a>(&'a watch::Sender<u32>);
+
+impl<'a> InFlight<'a> {
+    fn enter(tx: &'a watch::Sender<u32>) -> Self {
+        tx.send_modify(|n| *n += 1);
+        InFlight(tx)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// An [`Attempt`] over an execution; strategies call `run` once per attempt.
+pub(crate) struct LifecycleAttempt(pub Arc<Execution>);
+
+impl Attempt for LifecycleAttempt {
+    fn plugin(&self) -> &Arc<dyn Plugin> {
+        &self.0.plugin
+    }
+
+    fn resource(&self) -> &Resource {
+        &self.0.resource
+    }
+
+    fn run(&self) -> BoxFuture<'_, Result<ExecutionResult>> {
+        Box::pin(self.0.run_once())
+    }
+}
+
+impl Execution {
+    fn lease_lost_error(&self) -> Error {
+        Error::other(
+            ErrorClass::Fatal,
+            format!(
+                "lease on {} lost (token {}): execution stopped and its fault reverted",
+                self.resource.key,
+                self.fencing_token.map(|t| t.0).unwrap_or_default()
+            ),
+            None,
+        )
+    }
+
+    pub(crate) async fn publish(&self, event: Event) {
+        if let Some(bus) = &self.bus {
+            let mut event = event
+                .with_resource(self.resource.clone())
+                .with_metadata("execution_id", self.id.clone())
+                .with_metadata("plugin", self.plugin_name.clone());
+            for (k, v) in &self.base.labels {
+                event.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            if let Err(e) = bus.publish(event).await {
+                tracing::debug!(component = "engine", execution_id = %self.id, error = %e, "event not published");
+            }
+        }
+    }
+
+    /// Runs `fut` (a hook after the main phase) within the cleanup time limit.
+    async fn bounded<T>(
+        &self,
+        hook: &str,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.cleanup_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                metrics::counter!(metric_names::ENGINE_ABANDONED_HOOKS_TOTAL, "hook" => hook.to_owned()).increment(1);
+                Err(Error::Timeout {
+                    operation: format!("plugin {} {hook}", self.plugin_name),
+                    after: self.cleanup_timeout,
+                })
+            }
+        }
+    }
+
+    async fn run_once(&self) -> Result<ExecutionResult> {
+        let n = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        let _in_flight = InFlight::enter(&self.in_flight);
+        let start = Utc::now();
+        if self.cancel.is_cancelled() {
+            return Err(Error::Canceled {
+                message: format!("execution {}", self.id),
+            });
+        }
+        if self.lease_lost.as_ref().is_some_and(|l| l.is_cancelled()) {
+            return Err(self.lease_lost_error());
+        }
+        let mut ctx = self.base.clone();
+        ctx.cancel = self.cancel.child_token();
+        let track = Arc::new(Mutex::new(Track {
+            stage: "validate",
+            ..Default::default()
+        }));
+
+        let main = self.main_phase(&ctx, track.clone(), n);
+        tokio::pin!(main);
+        let limit = self.timeout + self.fault_duration.unwrap_or_default();
+        let lost = self.lease_lost.clone().unwrap_or_default();
+        let has_lease = self.lease_lost.is_some();
+        let stopped = tokio::select! {
+            r = &mut main => Ok(r),
+            _ = tokio::time::sleep(limit) => Err(Stop::Timeout),
+            _ = self.cancel.cancelled() => Err(Stop::Canceled),
+            _ = lost.cancelled(), if has_lease => Err(Stop::LeaseLost),
+        };
+        let outcome: Result<()> = match stopped {
+            Ok(r) => r,
+            Err(stop) => {
+                ctx.cancel.cancel();
+                let stage = track.lock().expect("track lock").stage;
+                // The hook was told to stop; give it a moment to return cleanly, then leave it.
+                if tokio::time::timeout(self.hook_grace, &mut main)
+                    .await
+                    .is_err()
+                {
+                    metrics::counter!(metric_names::ENGINE_ABANDONED_HOOKS_TOTAL, "hook" => stage)
+                        .increment(1);
+                    tracing::warn!(component = "engine", execution_id = %self.id, hook = stage,
+                        "plugin hook ignored cancellation for the grace period; abandoned");
+                }
+                Err(match stop {
+                    Stop::Timeout => Error::Timeout {
+                        operation: format!(
+                            "execution {} of plugin {} (during {stage})",
+                            self.id, self.plugin_name
+                        ),
+                        after: limit,
+                    },
+                    Stop::Canceled => Error::Canceled {
+                        message: format!("execution {} (during {stage})", self.id),
+                    },
+                    Stop::LeaseLost => self.lease_lost_error(),
+                })
+            }
+        };
+
+        let t = track.lock().expect("track lock").clone();
+        // Rollback, PostExecute and Cleanup run with a context that is not canceled.
+        let mut after = self.base.clone();
+        after.cancel = CancellationToken::new();
+        let mut notes = Metadata::new();
+        if let Some(s) = &t.snapshot {
+            notes.insert(
+                meta::SNAPSHOT.into(),
+                serde_json::to_value(s).unwrap_or_default(),
+            );
+        }
+        if let Some(f) = &t.fault_id {
+            notes.insert(meta::FAULT_ID.into(), f.clone().into());
+        }
+        if let Some(tok) = self.fencing_token {
+            notes.insert(meta::FENCING_TOKEN.into(), tok.0.into());
+        }
+
+        let mut outcome = outcome;
+        match &outcome {
+            Ok(()) => {
+                if t.reverted {
+                    notes.insert(meta::REVERTED.into(), true.into());
+                }
+                let provisional = self.result(ExecutionStatus::Success, start, n, &notes);
+                if let Err(e) = self
+                    .bounded(
+                        "post_execute",
+                        self.plugin
+                            .post_execute(&after, &self.resource, &provisional),
+                    )
+                    .await
+                {
+                    let msg = self.redactor.redact(&e.chain_message());
+                    tracing::warn!(component = "engine", execution_id = %self.id, resource_id = %self.resource.key, error = %msg, "post-execute failed (not fatal)");
+                    notes.insert(meta::POST_EXECUTE_ERROR.into(), msg.into());
+                }
+            }
+            Err(e) => {
+                let can_revert = t.execute_called && !t.reverted && self.plugin.supports_rollback();
+                if let (true, Some(snapshot)) = (can_revert, &t.snapshot) {
+                    match self.revert(&after, snapshot, t.fault_id.as_deref()).await {
+                        Ok(()) => {
+                            notes.insert(meta::REVERTED.into(), true.into());
+                        }
+                        Err(re) => {
+                            let msg = self.redactor.redact(&re.chain_message());
+                            notes.insert(meta::ROLLBACK_ERROR.into(), msg.clone().into());
+                            let original = self.redactor.redact(&e.to_string());
+                            outcome = Err(outcome
+                                .unwrap_err()
+                                .context(format!("{original}; its rollback failed too ({msg})")));
+                        }
+                    }
+                }
+            }
+        }
+        if t.validated {
+            if let Err(e) = self
+                .bounded("cleanup", self.plugin.cleanup(&after, &self.resource))
+                .await
+            {
+                let msg = self.redactor.redact(&e.chain_message());
+                tracing::warn!(component = "engine", execution_id = %self.id, resource_id = %self.resource.key, error = %msg, "cleanup failed");
+                notes.insert(meta::CLEANUP_ERROR.into(), msg.into());
+            }
+        }
+        *self.notes.lock().expect("notes lock") = notes.clone();
+        outcome.map(|()| self.result(ExecutionStatus::Success, start, n, &notes))
+    }
+
+    fn result(
+        &self,
+        status: ExecutionStatus,
+        start: chrono::DateTime<Utc>,
+        n: u32,
+        notes: &Metadata,
+    ) -> ExecutionResult {
+        let mut r = ExecutionResult::finished(&self.id, status, start);
+        r.attempts = n;
+        r.metadata = notes.clone();
+        r
+    }
+
+    /// Restores the snapshot and settles the ledger entry.
+    pub(crate) async fn revert(
+        &self,
+        ctx: &PluginContext,
+        snapshot: &Snapshot,
+        fault_id: Option<&str>,
+    ) -> Result<()> {
+        let r = self
+            .bounded(
+                "rollback",
+                self.plugin.rollback(ctx, &self.resource, snapshot),
+            )
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "rolling back plugin {} on {}",
+                    self.plugin_name, self.resource.key
+                ))
+            });
+        let outcome = if r.is_ok() { "ok" } else { "failed" };
+        metrics::counter!(metric_names::ENGINE_ROLLBACKS_TOTAL, "outcome" => outcome).increment(1);
+        if let (Some(ledger), Some(id)) = (&self.ledger, fault_id) {
+            let settled = match &r {
+                Ok(()) => ledger.mark_reverted(id, &self.node).await,
+                Err(e) => {
+                    ledger
+                        .mark_revert_failed(id, &self.redactor.redact(&e.chain_message()))
+                        .await
+                }
+            };
+            if let Err(e) = settled {
+                tracing::error!(component = "engine", execution_id = %self.id, fault_id = id, error = %e, "ledger not updated after revert");
+            }
+        }
+        match &r {
+            Ok(()) => {
+                self.publish(Event::new(event_type::FAULT_REVERTED, "engine"))
+                    .await;
+            }
+            Err(e) => {
+                tracing::error!(component = "engine", execution_id = %self.id, resource_id = %self.resource.key,
+                    error = %self.redactor.redact(&e.chain_message()), "rollback failed; cleanup still runs");
+            }
+        }
+        r
+    }
+
+    async fn main_phase(
+        &self,
+        ctx: &PluginContext,
+        track: Arc<Mutex<Track>>,
+        attempt: u32,
+    ) -> Result<()> {
+        let set = |f: &dyn Fn(&mut Track)| f(&mut track.lock().expect("track lock"));
+        let what = |hook: &str| {
+            format!(
+                "plugin {} {hook} on {}",
+                self.plugin_name, self.resource.key
+            )
+        };
+
+        self.plugin
+            .validate(ctx, &self.resource)
+            .await
+            .map_err(|e| e.context(what("validate")))?;
+        set(&|t| {
+            t.validated = true;
+            t.stage = "pre_execute";
+        });
+
+        let snapshot = self
+            .plugin
+            .pre_execute(ctx, &self.resource)
+            .await
+            .map_err(|e| e.context(what("pre-execute")))?;
+        set(&|t| t.snapshot = snapshot.clone());
+
+        // With a lease and a ledger, the fault is on record (with how to revert it) before it
+        // exists, so that another node can revert it if this one dies.
+        let mut fault_id = None;
+        if let (Some(ledger), Some(token), Some(snap), true) = (
+            &self.ledger,
+            self.fencing_token,
+            &snapshot,
+            self.plugin.supports_rollback(),
+        ) {
+            let id = format!("{}-{attempt}", self.id);
+            let entry = FaultEntry {
+                id: id.clone(),
+                execution_id: self.id.clone(),
+                campaign: self.base.labels.get("campaign").cloned(),
+                step: self.base.labels.get("step").cloned(),
+                resource: self.resource.key.clone(),
+                plugin: self.plugin_name.clone(),
+                node: self.node.clone(),
+                token,
+                snapshot: Some(snap.clone()),
+                injected_at: Utc::now(),
+                duration: self.fault_duration,
+                state: FaultState::Injected,
+            };
+            ledger.record_fault(entry).await.map_err(|e| {
+                e.context(format!(
+                    "recording the fault of execution {} in the ledger",
+                    self.id
+                ))
+            })?;
+            fault_id = Some(id.clone());
+            set(&|t| t.fault_id = Some(id.clone()));
+        }
+
+        set(&|t| {
+            t.execute_called = true;
+            t.stage = "execute";
+        });
+        match self.plugin.execute(ctx, &self.resource).await {
+            Ok(()) => {}
+            Err(e) if e.is_ignorable() => {
+                tracing::debug!(component = "engine", execution_id = %self.id, error = %e, "execute: nothing to do");
+            }
+            Err(e) => return Err(e.context(what("execute"))),
+        }
+        if fault_id.is_some() || self.fault_duration.is_some() {
+            self.publish(Event::new(event_type::FAULT_INJECTED, "engine"))
+                .await;
+        }
+
+        if let Some(d) = self.fault_duration {
+            set(&|t| t.stage = "fault-duration");
+            // The lease is renewed meanwhile by the resource-lock actor; a lost lease, a
+            // cancel or the timeout stop this wait from outside, and the fault is reverted.
+            tokio::time::sleep(d).await;
+            set(&|t| t.stage = "revert");
+            if let (Some(snap), true) = (&snapshot, self.plugin.supports_rollback()) {
+                let mut after = ctx.clone();
+                after.cancel = CancellationToken::new();
+                self.revert(&after, snap, fault_id.as_deref()).await?;
+                set(&|t| t.reverted = true);
+            }
+        }
+        Ok(())
+    }
+}

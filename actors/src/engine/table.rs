@@ -1,0 +1,123 @@
+//! What the engine knows about executions, by id: live ones and the latest finished ones.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use ire_core::{Error, ExecutionStatus, ProgressUpdate, Result};
+use tokio_util::sync::CancellationToken;
+
+struct Entry {
+    status: ExecutionStatus,
+    cancel: CancellationToken,
+    progress: Option<ProgressUpdate>,
+}
+
+struct Inner {
+    entries: HashMap<String, Entry>,
+    finished: VecDeque<String>,
+}
+
+/// The execution table; finished executions are kept (up to `retain`) for status queries.
+pub(crate) struct ExecutionTable {
+    inner: Mutex<Inner>,
+    retain: usize,
+}
+
+impl ExecutionTable {
+    pub(crate) fn new(retain: usize) -> Self {
+        ExecutionTable {
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                finished: VecDeque::new(),
+            }),
+            retain: retain.max(1),
+        }
+    }
+
+    pub(crate) fn insert(&self, id: &str, cancel: CancellationToken) -> Result<()> {
+        let mut i = self.inner.lock().expect("table lock");
+        if i.entries.contains_key(id) {
+            return Err(Error::invalid(
+                "execution id",
+                format!("{id:?} is already in use"),
+            ));
+        }
+        i.entries.insert(
+            id.to_owned(),
+            Entry {
+                status: ExecutionStatus::Pending,
+                cancel,
+                progress: None,
+            },
+        );
+        Ok(())
+    }
+
+    pub(crate) fn set_status(&self, id: &str, status: ExecutionStatus) {
+        let mut i = self.inner.lock().expect("table lock");
+        let Some(e) = i.entries.get_mut(id) else {
+            return;
+        };
+        let was_terminal = e.status.is_terminal();
+        e.status = status;
+        if status.is_terminal() && !was_terminal {
+            i.finished.push_back(id.to_owned());
+            while i.finished.len() > self.retain {
+                if let Some(old) = i.finished.pop_front() {
+                    i.entries.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn set_progress(&self, update: ProgressUpdate) {
+        let mut i = self.inner.lock().expect("table lock");
+        if let Some(e) = i.entries.get_mut(&update.execution_id) {
+            e.progress = Some(update);
+        }
+    }
+
+    pub(crate) fn status(&self, id: &str) -> Result<ExecutionStatus> {
+        self.inner
+            .lock()
+            .expect("table lock")
+            .entries
+            .get(id)
+            .map(|e| e.status)
+            .ok_or_else(|| Error::not_found("execution", id))
+    }
+
+    pub(crate) fn progress(&self, id: &str) -> Result<Option<ProgressUpdate>> {
+        self.inner
+            .lock()
+            .expect("table lock")
+            .entries
+            .get(id)
+            .map(|e| e.progress.clone())
+            .ok_or_else(|| Error::not_found("execution", id))
+    }
+
+    /// Cancels a live execution; a finished one is left as it is.
+    pub(crate) fn cancel(&self, id: &str) -> Result<ExecutionStatus> {
+        let i = self.inner.lock().expect("table lock");
+        let e = i
+            .entries
+            .get(id)
+            .ok_or_else(|| Error::not_found("execution", id))?;
+        if !e.status.is_terminal() {
+            e.cancel.cancel();
+        }
+        Ok(e.status)
+    }
+
+    /// Live executions.
+    pub(crate) fn live(&self) -> usize {
+        self.inner
+            .lock()
+            .expect("table lock")
+            .entries
+            .values()
+            .filter(|e| !e.status.is_terminal())
+            .count()
+    }
+}
