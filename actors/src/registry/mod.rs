@@ -6,7 +6,7 @@ mod manifest;
 mod process;
 
 pub use manifest::{manifest_path, PluginManifest, MANIFEST_FILE};
-pub use process::{ProcessPlugin, ProcessPluginLoader};
+pub use process::{check_schema, ProcessPlugin, ProcessPluginLoader};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
