@@ -63,8 +63,8 @@ impl WorkerPool {
     /// Admits an execution, or rejects it with `Overloaded` when the queue is full.
     pub fn reserve(&self) -> Result<Reservation> {
         let mut s = self.state.lock().expect("pool lock");
-        let free_slot = s.running + s.queued < s.limit;
-        if !free_slot && s.queued >= s.queue_capacity {
+        // Admitted executions either run or wait; together they stay within both bounds.
+        if s.running + s.queued >= s.limit + s.queue_capacity {
             metrics::counter!(metric_names::ENGINE_REJECTED_TOTAL).increment(1);
             return Err(Error::Overloaded {
                 message: format!(
