@@ -69,7 +69,10 @@ impl ConsensusClient {
         }
     }
 
-    async fn read<T>(&self, f: impl FnOnce(&StateView, chrono::DateTime<chrono::Utc>) -> StoreResult<T>) -> Result<T> {
+    async fn read<T>(
+        &self,
+        f: impl FnOnce(&StateView, chrono::DateTime<chrono::Utc>) -> StoreResult<T>,
+    ) -> Result<T> {
         self.node
             .read(f)
             .await
@@ -82,7 +85,8 @@ impl ConsensusClient {
     /// Records (or updates, by id) what an execution did.
     pub async fn record_execution(&self, record: ExecutionRecord) -> Result<()> {
         non_empty("execution.id", &record.id)?;
-        self.write_done(Command::RecordExecution(Json(record))).await
+        self.write_done(Command::RecordExecution(Json(Box::new(record))))
+            .await
     }
 
     /// One execution record.
@@ -111,7 +115,13 @@ impl ConsensusClient {
     }
 
     /// Moves a campaign step to a new state.
-    pub async fn update_step(&self, campaign_id: &str, step: &str, state: StepState, message: &str) -> Result<()> {
+    pub async fn update_step(
+        &self,
+        campaign_id: &str,
+        step: &str,
+        state: StepState,
+        message: &str,
+    ) -> Result<()> {
         self.write_done(Command::UpdateStep {
             campaign_id: campaign_id.into(),
             step: step.into(),
@@ -132,7 +142,12 @@ impl ConsensusClient {
     }
 
     /// Ends a campaign.
-    pub async fn finish_campaign(&self, campaign_id: &str, state: CampaignState, message: &str) -> Result<()> {
+    pub async fn finish_campaign(
+        &self,
+        campaign_id: &str,
+        state: CampaignState,
+        message: &str,
+    ) -> Result<()> {
         self.write_done(Command::FinishCampaign {
             campaign_id: campaign_id.into(),
             state,
@@ -172,7 +187,10 @@ impl ConsensusClient {
     /// Adds a node as a learner and waits until it has caught up.
     pub async fn add_learner(&self, id: NodeId, addr: &str, region: Option<String>) -> Result<()> {
         non_empty("node.addr", addr)?;
-        self.node.add_learner(id, addr.into(), region).await.map_err(membership_error)
+        self.node
+            .add_learner(id, addr.into(), region)
+            .await
+            .map_err(membership_error)
     }
 
     /// Promotes a learner to voter.
@@ -220,7 +238,12 @@ impl LockService for ConsensusClient {
         }
     }
 
-    async fn renew(&self, key: &ResourceKey, token: FencingToken, ttl: Duration) -> Result<LeaseGrant> {
+    async fn renew(
+        &self,
+        key: &ResourceKey,
+        token: FencingToken,
+        ttl: Duration,
+    ) -> Result<LeaseGrant> {
         match self
             .write(Command::Renew {
                 key: key.clone(),
@@ -235,7 +258,11 @@ impl LockService for ConsensusClient {
     }
 
     async fn release(&self, key: &ResourceKey, token: FencingToken) -> Result<()> {
-        self.write_done(Command::Release { key: key.clone(), token }).await
+        self.write_done(Command::Release {
+            key: key.clone(),
+            token,
+        })
+        .await
     }
 
     async fn hold(&self, key: &ResourceKey, by: &str, reason: &str) -> Result<()> {
@@ -261,7 +288,8 @@ impl LockService for ConsensusClient {
 impl FaultLedger for ConsensusClient {
     async fn record_fault(&self, entry: FaultEntry) -> Result<()> {
         non_empty("fault.id", &entry.id)?;
-        self.write_done(Command::RecordFault(Json(entry))).await
+        self.write_done(Command::RecordFault(Json(Box::new(entry))))
+            .await
     }
 
     async fn mark_reverted(&self, fault_id: &str, by: &str) -> Result<()> {
@@ -294,6 +322,7 @@ impl FaultLedger for ConsensusClient {
 #[async_trait]
 impl AuditLogger for ConsensusClient {
     async fn log_action(&self, entry: AuditEntry) -> Result<()> {
-        self.write_done(Command::AppendAudit(Json(entry))).await
+        self.write_done(Command::AppendAudit(Json(Box::new(entry))))
+            .await
     }
 }

@@ -63,7 +63,7 @@ impl Default for RaftTimings {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(300),
             election_timeout_max: Duration::from_millis(600),
-            snapshot_every: 10_000,
+            snapshot_every: 5_000,
             logs_to_keep: 1_000,
         }
     }
@@ -98,7 +98,12 @@ pub struct RaftNodeConfig {
 
 impl RaftNodeConfig {
     /// A config with default timings.
-    pub fn new(id: NodeId, listen: SocketAddr, data_dir: impl Into<PathBuf>, cookie: impl Into<String>) -> Self {
+    pub fn new(
+        id: NodeId,
+        listen: SocketAddr,
+        data_dir: impl Into<PathBuf>,
+        cookie: impl Into<String>,
+    ) -> Self {
         Self {
             id,
             listen,
@@ -117,7 +122,9 @@ impl RaftNodeConfig {
     /// This node as a cluster member.
     pub fn member(&self) -> ClusterNode {
         ClusterNode::new(
-            self.advertise.clone().unwrap_or_else(|| self.listen.to_string()),
+            self.advertise
+                .clone()
+                .unwrap_or_else(|| self.listen.to_string()),
             self.region.clone(),
         )
     }
@@ -188,11 +195,9 @@ impl From<ConsensusError> for ire_core::Error {
             }
             ConsensusError::Rejected(r) => r.into(),
             ConsensusError::Invalid { field, message } => ire_core::Error::invalid(field, message),
-            ConsensusError::Fatal { .. } => ire_core::Error::other(
-                ire_core::ErrorClass::Fatal,
-                "consensus",
-                Some(Box::new(e)),
-            ),
+            ConsensusError::Fatal { .. } => {
+                ire_core::Error::other(ire_core::ErrorClass::Fatal, "consensus", Some(Box::new(e)))
+            }
         }
     }
 }
@@ -266,7 +271,9 @@ pub struct RaftNode {
 
 impl std::fmt::Debug for RaftNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaftNode").field("id", &self.inner.config.id).finish_non_exhaustive()
+        f.debug_struct("RaftNode")
+            .field("id", &self.inner.config.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -373,64 +380,107 @@ impl RaftNode {
         let me = self.id();
         let node = self.inner.config.member();
         let timeout = self.inner.config.membership_timeout;
-        self.leader_call(ForwardRequest::AddLearner { id: me, node }, timeout, &seed_ids)
-            .await?;
+        self.leader_call(
+            ForwardRequest::AddLearner { id: me, node },
+            timeout,
+            &seed_ids,
+        )
+        .await?;
         self.leader_call(ForwardRequest::Promote { id: me }, timeout, &seed_ids)
             .await?;
-        tracing::info!(component = "consensus", node_id = me, "joined the cluster as a voter");
+        tracing::info!(
+            component = "consensus",
+            node_id = me,
+            "joined the cluster as a voter"
+        );
         Ok(())
     }
 
     /// Adds a node as a learner (it replicates but does not vote) and waits until it caught up.
-    pub async fn add_learner(&self, id: NodeId, addr: String, region: Option<String>) -> Result<(), ConsensusError> {
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        addr: String,
+        region: Option<String>,
+    ) -> Result<(), ConsensusError> {
         let node = ClusterNode::new(addr, region);
-        self.leader_call(ForwardRequest::AddLearner { id, node }, self.inner.config.membership_timeout, &[])
-            .await
-            .map(|_| ())
+        self.leader_call(
+            ForwardRequest::AddLearner { id, node },
+            self.inner.config.membership_timeout,
+            &[],
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Makes a learner a voter.
     pub async fn promote(&self, id: NodeId) -> Result<(), ConsensusError> {
-        self.leader_call(ForwardRequest::Promote { id }, self.inner.config.membership_timeout, &[])
-            .await
-            .map(|_| ())
+        self.leader_call(
+            ForwardRequest::Promote { id },
+            self.inner.config.membership_timeout,
+            &[],
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Removes a node (voter or learner) from the cluster.
     pub async fn remove(&self, id: NodeId) -> Result<(), ConsensusError> {
-        self.leader_call(ForwardRequest::Remove { id }, self.inner.config.membership_timeout, &[])
-            .await
-            .map(|_| ())
+        self.leader_call(
+            ForwardRequest::Remove { id },
+            self.inner.config.membership_timeout,
+            &[],
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Proposes a command; the answer is the state machine's. A refusal is
     /// [`ConsensusError::Rejected`] and changed nothing.
     pub async fn write(&self, command: Command) -> Result<Response, ConsensusError> {
         let reply = self
-            .leader_call(ForwardRequest::Write(command), self.inner.config.request_timeout, &[])
+            .leader_call(
+                ForwardRequest::Write(command),
+                self.inner.config.request_timeout,
+                &[],
+            )
             .await?;
         match reply {
             ForwardReply::Written(Response::Rejected(r)) => Err(ConsensusError::Rejected(r)),
             ForwardReply::Written(r) => Ok(r),
-            other => Err(ConsensusError::fatal(format!("unexpected reply to a write: {other:?}"))),
+            other => Err(ConsensusError::fatal(format!(
+                "unexpected reply to a write: {other:?}"
+            ))),
         }
     }
 
     /// Runs `f` on state that reflects every write acknowledged before the call (a
     /// linearizable read). `now` is this node's clock, never earlier than the last stamped
     /// command, for deciding lease expiry.
-    pub async fn read<T>(&self, f: impl FnOnce(&StateView, DateTime<Utc>) -> T) -> Result<T, ConsensusError> {
+    pub async fn read<T>(
+        &self,
+        f: impl FnOnce(&StateView, DateTime<Utc>) -> T,
+    ) -> Result<T, ConsensusError> {
         let timeout = self.inner.config.request_timeout;
-        let index = match self.leader_call(ForwardRequest::ReadIndex, timeout, &[]).await? {
+        let index = match self
+            .leader_call(ForwardRequest::ReadIndex, timeout, &[])
+            .await?
+        {
             ForwardReply::ReadIndex(i) => i,
-            other => return Err(ConsensusError::fatal(format!("unexpected reply to a read: {other:?}"))),
+            other => {
+                return Err(ConsensusError::fatal(format!(
+                    "unexpected reply to a read: {other:?}"
+                )))
+            }
         };
         self.inner
             .raft
             .wait(Some(timeout))
             .applied_index_at_least(index, "linearizable read")
             .await
-            .map_err(|e| ConsensusError::unavailable(format!("waiting to apply index {index:?}: {e}")))?;
+            .map_err(|e| {
+                ConsensusError::unavailable(format!("waiting to apply index {index:?}: {e}"))
+            })?;
         Ok(self.read_local(f))
     }
 
@@ -534,13 +584,23 @@ impl RaftNode {
         }
         Err(ConsensusError::unavailable(format!(
             "no leader answered within {timeout:?}{}",
-            last_error.map(|e| format!(" (last error: {e})")).unwrap_or_default()
+            last_error
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
         )))
     }
 
-    async fn forward(&self, target: NodeId, req: &ForwardRequest, deadline: Instant) -> Result<ForwardReply, ConsensusError> {
-        let payload = encode_payload("forward request", req).map_err(|e| ConsensusError::fatal(e.to_string()))?;
-        let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+    async fn forward(
+        &self,
+        target: NodeId,
+        req: &ForwardRequest,
+        deadline: Instant,
+    ) -> Result<ForwardReply, ConsensusError> {
+        let payload = encode_payload("forward request", req)
+            .map_err(|e| ConsensusError::fatal(e.to_string()))?;
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
         let bytes = self
             .inner
             .transport
@@ -583,9 +643,9 @@ impl NodeInner {
             }
             ForwardRequest::ReadIndex => match self.raft.ensure_linearizable().await {
                 Ok(log_id) => Ok(ForwardReply::ReadIndex(log_id.map(|l| l.index))),
-                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                    Err(self.not_leader(f.leader_id, f.leader_node))
-                }
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                    f,
+                ))) => Err(self.not_leader(f.leader_id, f.leader_node)),
                 Err(RaftError::APIError(e)) => Err(ConsensusError::unavailable(e.to_string())),
                 Err(RaftError::Fatal(e)) => Err(ConsensusError::fatal(e.to_string())),
             },
@@ -610,7 +670,13 @@ impl NodeInner {
                 Ok(ForwardReply::MembershipChanged)
             }
             ForwardRequest::Remove { id } => {
-                let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+                let membership = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .clone();
                 let change = if membership.voter_ids().any(|v| v == id) {
                     ChangeMembers::RemoveVoters(BTreeSet::from([id]))
                 } else if membership.learner_ids().any(|l| l == id) {
@@ -630,13 +696,20 @@ impl NodeInner {
         }
     }
 
-    fn client_write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>) -> ConsensusError {
+    fn client_write_error(
+        &self,
+        e: RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>,
+    ) -> ConsensusError {
         match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => self.not_leader(f.leader_id, f.leader_node),
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ConsensusError::Invalid {
-                field: "membership".into(),
-                message: c.to_string(),
-            },
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                self.not_leader(f.leader_id, f.leader_node)
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+                ConsensusError::Invalid {
+                    field: "membership".into(),
+                    message: c.to_string(),
+                }
+            }
             RaftError::Fatal(f) => ConsensusError::fatal(f.to_string()),
         }
     }
@@ -678,11 +751,15 @@ struct NodeRpcHandler {
 
 #[async_trait]
 impl RpcHandler for NodeRpcHandler {
-    async fn handle(&self, from: NodeId, kind: RpcKind, payload: Vec<u8>) -> Result<Vec<u8>, RemoteError> {
-        let node = self
-            .node
-            .upgrade()
-            .ok_or_else(|| RemoteError::new(RemoteErrorKind::NotReady, "the node is shutting down"))?;
+    async fn handle(
+        &self,
+        from: NodeId,
+        kind: RpcKind,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, RemoteError> {
+        let node = self.node.upgrade().ok_or_else(|| {
+            RemoteError::new(RemoteErrorKind::NotReady, "the node is shutting down")
+        })?;
         match kind {
             RpcKind::Forward => {
                 let req: ForwardRequest = decode_payload("forward request", &payload)

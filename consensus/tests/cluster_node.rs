@@ -9,7 +9,10 @@ use std::time::Duration;
 use ire_consensus::client::ConsensusClient;
 use ire_consensus::node::{RaftNode, RaftNodeConfig, RaftTimings};
 use ire_core::testsuite::conformance::lock_conformance;
-use ire_core::{Error, FaultEntry, FaultLedger, FaultQuery, FaultState, FencingToken, LockOutcome, LockService, ResourceKey};
+use ire_core::{
+    Error, FaultEntry, FaultLedger, FaultQuery, FaultState, FencingToken, LockOutcome, LockService,
+    ResourceKey,
+};
 
 fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -17,7 +20,12 @@ fn free_addr() -> SocketAddr {
 }
 
 fn config(id: u64, dir: &tempfile::TempDir) -> RaftNodeConfig {
-    let mut c = RaftNodeConfig::new(id, free_addr(), dir.path().join(format!("n{id}")), "test-cookie");
+    let mut c = RaftNodeConfig::new(
+        id,
+        free_addr(),
+        dir.path().join(format!("n{id}")),
+        "test-cookie",
+    );
     // Generous timings: debug builds on a shared 2-core machine.
     c.timings = RaftTimings {
         heartbeat_interval: Duration::from_millis(100),
@@ -35,7 +43,10 @@ async fn wait_leader(node: &RaftNode, deadline: Duration) -> u64 {
         if let Some(l) = node.leader() {
             return l;
         }
-        assert!(tokio::time::Instant::now() < end, "no leader elected in {deadline:?}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "no leader elected in {deadline:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -53,7 +64,11 @@ async fn a_bootstrapped_node_passes_the_lock_conformance_suite_and_guards_the_le
     lock_conformance(&client, "docker/conformance", Duration::from_millis(400)).await;
 
     let key: ResourceKey = "docker/ledger/cache/1".parse().unwrap();
-    let token = match client.acquire(&key, "exec-ledger", Duration::from_secs(60)).await.unwrap() {
+    let token = match client
+        .acquire(&key, "exec-ledger", Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
         LockOutcome::Granted(g) => g.token,
         held => panic!("expected a grant: {held:?}"),
     };
@@ -74,21 +89,40 @@ async fn a_bootstrapped_node_passes_the_lock_conformance_suite_and_guards_the_le
         state: FaultState::Injected,
     };
     client.record_fault(fault("f1", token)).await.unwrap();
-    let stale = client.record_fault(fault("f2", FencingToken(token.0 - 1))).await.unwrap_err();
+    let stale = client
+        .record_fault(fault("f2", FencingToken(token.0 - 1)))
+        .await
+        .unwrap_err();
     assert!(matches!(stale.root(), Error::Conflict { .. }), "{stale}");
-    assert!(matches!(client.fault("f2").await.unwrap_err().root(), Error::NotFound { .. }));
+    assert!(matches!(
+        client.fault("f2").await.unwrap_err().root(),
+        Error::NotFound { .. }
+    ));
     client.mark_reverted("f1", "node-11").await.unwrap();
-    let all = client.query_faults(&FaultQuery { campaign: Some("c1".into()), ..Default::default() }).await.unwrap();
+    let all = client
+        .query_faults(&FaultQuery {
+            campaign: Some("c1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(all.len(), 1);
     assert!(!all[0].state.is_active());
 
     // Bad input is refused with a clear, correctly classified error.
-    let err = client.acquire(&key, "", Duration::from_secs(1)).await.unwrap_err();
+    let err = client
+        .acquire(&key, "", Duration::from_secs(1))
+        .await
+        .unwrap_err();
     assert!(matches!(err.root(), Error::Invalid { .. }), "{err}");
     let err = client.acquire(&key, "x", Duration::ZERO).await.unwrap_err();
     assert!(matches!(err.root(), Error::Invalid { .. }), "{err}");
     let err = client.remove_node(99).await.unwrap_err();
-    assert!(matches!(err.root(), Error::Invalid { .. }) && err.chain_message().contains("99"), "{}", err.chain_message());
+    assert!(
+        matches!(err.root(), Error::Invalid { .. }) && err.chain_message().contains("99"),
+        "{}",
+        err.chain_message()
+    );
 
     let status = client.status().await;
     assert_eq!(status.leader, Some(11));
@@ -115,24 +149,38 @@ async fn joined_followers_forward_writes_and_read_linearizably_and_a_node_can_be
     // A follower's write is forwarded to the leader; its read sees the write at once.
     let follower = ConsensusClient::new(n3.clone());
     let key: ResourceKey = "docker/app/api/1".parse().unwrap();
-    let grant = match follower.acquire(&key, "exec-f", Duration::from_secs(30)).await.unwrap() {
+    let grant = match follower
+        .acquire(&key, "exec-f", Duration::from_secs(30))
+        .await
+        .unwrap()
+    {
         LockOutcome::Granted(g) => g,
         held => panic!("expected a grant: {held:?}"),
     };
     let info = follower.lock_info(&key).await.unwrap();
     assert_eq!(info.lease.map(|l| l.token), Some(grant.token));
     let other = ConsensusClient::new(n2.clone());
-    match other.acquire(&key, "exec-g", Duration::from_secs(30)).await.unwrap() {
+    match other
+        .acquire(&key, "exec-g", Duration::from_secs(30))
+        .await
+        .unwrap()
+    {
         LockOutcome::Held { holder, .. } => assert_eq!(holder, "exec-f"),
         LockOutcome::Granted(_) => panic!("two holders for one key"),
     }
     // A wrong token is a conflict and changes nothing, wherever it is sent.
-    let err = other.release(&key, ire_core::FencingToken(grant.token.0 + 7)).await.unwrap_err();
+    let err = other
+        .release(&key, ire_core::FencingToken(grant.token.0 + 7))
+        .await
+        .unwrap_err();
     assert!(matches!(err.root(), Error::Conflict { .. }), "{err}");
     assert!(other.lock_info(&key).await.unwrap().lease.is_some());
 
     // Remove a follower: the others keep serving.
-    ConsensusClient::new(n1.clone()).remove_node(22).await.unwrap();
+    ConsensusClient::new(n1.clone())
+        .remove_node(22)
+        .await
+        .unwrap();
     let status = n1.status().await;
     assert_eq!(status.voters, vec![21, 23]);
     follower.release(&key, grant.token).await.unwrap();
