@@ -1,1 +1,259 @@
-//! The process adapter.
+//! The process adapter: a fleet of local processes, described in a file, as ire resources.
+//!
+//! It needs nothing installed, which makes it the adapter of the embedded demo. Each
+//! process runs in its own process group, so stop, kill, pause and resume reach what it
+//! forked too. Exits are observed by awaiting the child (no polling), which is what the
+//! watch stream reports. Metrics come from `/proc`.
+//!
+//! Keys are `<instance>/<process-name>`; a process's id is its current (or last) pid, and
+//! every method accepts the key, the name, or a pid it had.
+
+mod config;
+mod fleet;
+mod procfs;
+mod supervisor;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use ire_core::adapter::capability;
+use ire_core::{
+    AdapterConfig, AdapterInfo, DeleteOptions, EnvironmentAdapter, Error, ExecOptions, ExecResult,
+    Metrics, Resource, ResourceEventStream, ResourceFilter, ResourceSpec, Result, Signal,
+    SignalControl,
+};
+use tokio::sync::broadcast;
+
+pub use config::ProcessConfig;
+pub use fleet::{FleetFile, ProcessSpec};
+
+use supervisor::Supervisor;
+
+/// The environment name the adapter reports.
+pub const ENVIRONMENT: &str = "process";
+/// The resource kind of every process.
+pub const KIND_PROCESS: &str = "process";
+
+/// Drives a fleet of local processes.
+pub struct ProcessAdapter {
+    sup: Arc<Supervisor>,
+}
+
+impl Default for ProcessAdapter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for ProcessAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessAdapter")
+            .field("name", &self.sup.name())
+            .finish()
+    }
+}
+
+impl ProcessAdapter {
+    /// An adapter to be [initialized](EnvironmentAdapter::initialize).
+    pub fn new() -> Self {
+        ProcessAdapter {
+            sup: Arc::new(Supervisor::new("process", ProcessConfig::default())),
+        }
+    }
+
+    /// Builds and initializes an adapter named `name`: a shortcut for `new` + `initialize`.
+    pub async fn start(name: &str, config: &ProcessConfig) -> Result<Self> {
+        let mut a = Self::new();
+        let map = match serde_json::to_value(config) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        a.initialize(AdapterConfig {
+            name: name.to_owned(),
+            config: map,
+        })
+        .await?;
+        Ok(a)
+    }
+}
+
+#[async_trait]
+impl EnvironmentAdapter for ProcessAdapter {
+    async fn initialize(&mut self, config: AdapterConfig) -> Result<()> {
+        let cfg = ProcessConfig::from_adapter_config(&config)?;
+        let fleet = cfg
+            .fleet()
+            .map_err(|e| e.context(format!("adapters.{}.config", config.name)))?;
+        let name = if config.name.is_empty() {
+            "process".to_owned()
+        } else {
+            config.name.clone()
+        };
+        fleet::validate_name(&name)
+            .map_err(|m| Error::invalid(format!("adapters.{name}.name"), m))?;
+        let autostart = cfg.autostart;
+        let sup = Arc::new(Supervisor::new(&name, cfg));
+        for spec in &fleet {
+            sup.add(spec.clone())?;
+        }
+        if autostart {
+            for spec in fleet.iter().filter(|s| s.autostart) {
+                if let Err(e) = sup.start(&spec.name) {
+                    // Leave nothing running behind a failed initialization.
+                    let _ = sup.stop_all(Duration::ZERO).await;
+                    return Err(e.context(format!("starting process {:?}", spec.name)));
+                }
+            }
+        }
+        self.sup = sup;
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.sup.close().await
+    }
+
+    async fn list_resources(&self, filter: &ResourceFilter) -> Result<Vec<Resource>> {
+        filter.validate()?;
+        Ok(filter.apply(self.sup.resources()))
+    }
+
+    async fn get_resource(&self, id: &str) -> Result<Resource> {
+        let name = self.sup.resolve(id)?;
+        self.sup.resource(&name)
+    }
+
+    async fn start_resource(&self, id: &str) -> Result<()> {
+        let name = self.sup.resolve(id)?;
+        self.sup.start(&name).map(|_| ())
+    }
+
+    async fn stop_resource(&self, id: &str, grace_period: Duration) -> Result<()> {
+        let name = self.sup.resolve(id)?;
+        self.sup.stop(&name, grace_period).await
+    }
+
+    async fn restart_resource(&self, id: &str) -> Result<()> {
+        let name = self.sup.resolve(id)?;
+        self.sup.stop(&name, self.sup.config().stop_grace).await?;
+        self.sup.start(&name).map(|_| ())
+    }
+
+    async fn delete_resource(&self, id: &str, options: &DeleteOptions) -> Result<()> {
+        let name = self.sup.resolve(id)?;
+        let grace = if options.force {
+            Duration::ZERO
+        } else {
+            options.grace_period
+        };
+        self.sup.stop(&name, grace).await?;
+        self.sup.remove(&name)
+    }
+
+    async fn create_resource(&self, spec: &ResourceSpec) -> Result<Resource> {
+        let p = self.sup.spec_from_resource_spec(spec)?;
+        let name = p.name.clone();
+        self.sup.add(p)?;
+        if let Err(e) = self.sup.start(&name) {
+            let _ = self.sup.remove(&name);
+            return Err(e);
+        }
+        self.sup.resource(&name)
+    }
+
+    async fn update_resource(&self, id: &str, spec: &ResourceSpec) -> Result<Resource> {
+        let name = self.sup.resolve(id)?;
+        let was_running = self.sup.update_spec(&name, spec)?;
+        if was_running {
+            // The new command, arguments or environment apply from the next start.
+            self.sup.stop(&name, self.sup.config().stop_grace).await?;
+            self.sup.start(&name)?;
+        }
+        self.sup.resource(&name)
+    }
+
+    async fn watch_resources(&self, filter: &ResourceFilter) -> Result<ResourceEventStream> {
+        filter.validate()?;
+        let filter = filter.without_page();
+        let rx = self.sup.subscribe();
+        let closed = self.sup.closed();
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(ev) => Some((Ok(ev), rx)),
+                // The watcher learns it missed events instead of silently skipping them.
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let e = Error::Overloaded {
+                        message: format!("process watch fell behind and lost {n} events"),
+                    };
+                    Some((Err(e), rx))
+                }
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        })
+        .filter(move |ev| {
+            let keep = match ev {
+                Ok(ev) => filter.matches(&ev.resource),
+                Err(_) => true,
+            };
+            futures::future::ready(keep)
+        })
+        .take_until(async move { closed.cancelled_owned().await });
+        Ok(stream.boxed())
+    }
+
+    async fn exec_in_resource(
+        &self,
+        id: &str,
+        cmd: &[String],
+        options: &ExecOptions,
+    ) -> Result<ExecResult> {
+        let name = self.sup.resolve(id)?;
+        self.sup.exec(&name, cmd, options).await
+    }
+
+    async fn get_metrics(&self, id: &str) -> Result<Metrics> {
+        let name = self.sup.resolve(id)?;
+        self.sup.metrics(&name).await
+    }
+
+    fn adapter_info(&self) -> AdapterInfo {
+        AdapterInfo {
+            name: self.sup.name().to_owned(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            environment: ENVIRONMENT.into(),
+            capabilities: [
+                capability::EXEC,
+                capability::WATCH,
+                capability::METRICS,
+                capability::SIGNALS,
+                capability::CREATE,
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+
+    fn signals(&self) -> Option<&dyn SignalControl> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl SignalControl for ProcessAdapter {
+    async fn send_signal(&self, id: &str, signal: &Signal) -> Result<()> {
+        let name = self.sup.resolve(id)?;
+        self.sup.signal(&name, signal)
+    }
+
+    async fn pause(&self, id: &str) -> Result<()> {
+        let name = self.sup.resolve(id)?;
+        self.sup.signal(&name, &"SIGSTOP".parse()?)
+    }
+
+    async fn resume(&self, id: &str) -> Result<()> {
+        let name = self.sup.resolve(id)?;
+        self.sup.signal(&name, &"SIGCONT".parse()?)
+    }
+}
