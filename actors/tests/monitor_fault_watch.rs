@@ -27,14 +27,14 @@ fn web(server: &TestServer) -> ire_core::Resource {
 }
 
 async fn watch(bus: Option<Arc<dyn EventBus>>, give_up: Duration) -> FaultWatch {
-    FaultWatch::spawn(MonitorArgs {
-        monitor: Arc::new(HealthMonitor::new(Adapters::new())),
+    FaultWatch::spawn(MonitorArgs::new(
+        Arc::new(HealthMonitor::new(Adapters::new())),
         bus,
-        config: FaultWatchConfig {
+        FaultWatchConfig {
             probe_interval: Duration::from_millis(10),
             give_up_after: give_up,
         },
-    })
+    ))
     .await
     .unwrap()
     .0

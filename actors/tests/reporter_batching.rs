@@ -217,3 +217,31 @@ async fn set_storage_moves_pending_records_to_the_old_store_first() {
     assert_eq!(stored(&first).await, 1);
     assert_eq!(stored(&second).await, 1);
 }
+
+#[tokio::test]
+async fn handles_follow_the_actor_when_a_supervisor_restarts_it() {
+    use ire_actors::reporter::{ReporterActor, ReporterArgs};
+    use ractor::Actor;
+    let storage = Arc::new(CountingStorage::default());
+    let args = ReporterArgs::new(storage.clone(), ReporterConfig::default());
+    let handle = args.handle();
+    let (first, join) = Actor::spawn(None, ReporterActor, args.clone())
+        .await
+        .unwrap();
+    handle.record_execution(record(1)).await.unwrap();
+    // A drain handles what was sent and stores the last batch.
+    first.drain().unwrap();
+    join.await.unwrap();
+    assert_eq!(stored(&storage).await, 1);
+    // What a supervisor does: start it again with the same arguments.
+    let (_second, _join) = Actor::spawn(None, ReporterActor, args).await.unwrap();
+    handle.record_execution(record(2)).await.unwrap();
+    assert_eq!(
+        handle
+            .query_executions(&ExecutionQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}

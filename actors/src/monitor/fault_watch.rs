@@ -135,6 +135,35 @@ pub struct MonitorArgs {
     pub bus: Option<Arc<dyn EventBus>>,
     /// Probe timing.
     pub config: FaultWatchConfig,
+    /// The running actor: set by each start, so that [`FaultWatch`] handles follow a
+    /// restart (the faults being watched when it stopped are lost).
+    pub slot: ActorSlot,
+}
+
+/// Where a started [`MonitorActor`] leaves its reference for its handles.
+pub type ActorSlot = Arc<std::sync::RwLock<Option<ActorRef<MonitorMessage>>>>;
+
+impl MonitorArgs {
+    /// Arguments with a fresh slot.
+    pub fn new(
+        monitor: Arc<dyn Monitor>,
+        bus: Option<Arc<dyn EventBus>>,
+        config: FaultWatchConfig,
+    ) -> Self {
+        MonitorArgs {
+            monitor,
+            bus,
+            config,
+            slot: ActorSlot::default(),
+        }
+    }
+
+    /// The handle on the actor started (and restarted) with these arguments.
+    pub fn handle(&self) -> FaultWatch {
+        FaultWatch {
+            slot: self.slot.clone(),
+        }
+    }
 }
 
 struct Watch {
@@ -224,9 +253,10 @@ impl Actor for MonitorActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: MonitorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        *args.slot.write().expect("monitor lock poisoned") = Some(myself);
         Ok(MonitorState {
             args,
             watches: BTreeMap::new(),
@@ -379,13 +409,13 @@ impl Actor for MonitorActor {
 /// The engine's handle on the [`MonitorActor`]. Cheap to clone.
 #[derive(Clone)]
 pub struct FaultWatch {
-    actor: ActorRef<MonitorMessage>,
+    slot: ActorSlot,
 }
 
 impl std::fmt::Debug for FaultWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FaultWatch")
-            .field("actor", &self.actor.get_id())
+            .field("actor", &self.actor().ok().map(|a| a.get_id()))
             .finish()
     }
 }
@@ -398,20 +428,20 @@ fn gone(e: impl std::fmt::Display) -> Error {
 }
 
 impl FaultWatch {
-    /// A handle on a running monitor actor.
-    pub fn new(actor: ActorRef<MonitorMessage>) -> Self {
-        FaultWatch { actor }
-    }
-
     /// Starts an unsupervised monitor actor.
     pub async fn spawn(args: MonitorArgs) -> Result<(FaultWatch, JoinHandle<()>)> {
-        let (actor, join) = Actor::spawn(None, MonitorActor, args).await.map_err(gone)?;
-        Ok((FaultWatch { actor }, join))
+        let handle = args.handle();
+        let (_actor, join) = Actor::spawn(None, MonitorActor, args).await.map_err(gone)?;
+        Ok((handle, join))
     }
 
-    /// The actor behind this handle.
-    pub fn actor(&self) -> &ActorRef<MonitorMessage> {
-        &self.actor
+    /// The running actor behind this handle.
+    pub fn actor(&self) -> Result<ActorRef<MonitorMessage>> {
+        self.slot
+            .read()
+            .expect("monitor lock poisoned")
+            .clone()
+            .ok_or_else(|| gone("not started"))
     }
 
     /// Starts measuring a fault injected on `resource` at `at` by `execution_id`.
@@ -421,7 +451,7 @@ impl FaultWatch {
         resource: &Resource,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        self.actor
+        self.actor()?
             .cast(MonitorMessage::FaultInjected {
                 execution_id: execution_id.to_owned(),
                 resource: Box::new(resource.clone()),
@@ -433,7 +463,7 @@ impl FaultWatch {
     /// The timings so far (None: not watched).
     pub async fn timings(&self, execution_id: &str) -> Result<Option<FaultTimings>> {
         let id = execution_id.to_owned();
-        ractor::call!(self.actor, MonitorMessage::Timings, id).map_err(gone)
+        ractor::call!(self.actor()?, MonitorMessage::Timings, id).map_err(gone)
     }
 
     /// Waits until the resource recovered (or probing gave up), at most `timeout`.
@@ -444,7 +474,7 @@ impl FaultWatch {
     ) -> Result<FaultTimings> {
         let id = execution_id.to_owned();
         match self
-            .actor
+            .actor()?
             .call(
                 |reply| MonitorMessage::WaitRecovered(id, reply),
                 Some(timeout),
@@ -465,6 +495,6 @@ impl FaultWatch {
     /// Stops watching and returns the timings (None: not watched).
     pub async fn finish(&self, execution_id: &str) -> Result<Option<FaultTimings>> {
         let id = execution_id.to_owned();
-        ractor::call!(self.actor, MonitorMessage::Finish, id).map_err(gone)
+        ractor::call!(self.actor()?, MonitorMessage::Finish, id).map_err(gone)
     }
 }

@@ -22,7 +22,8 @@ use ire_core::{
 use crate::metric_names;
 
 pub use fault_watch::{
-    FaultTimings, FaultWatch, FaultWatchConfig, MonitorActor, MonitorArgs, MonitorMessage,
+    ActorSlot, FaultTimings, FaultWatch, FaultWatchConfig, MonitorActor, MonitorArgs,
+    MonitorMessage,
 };
 pub use strategies::{
     Adapters, ExecHealthCheck, HttpHealthCheck, StatusHealthCheck, TcpHealthCheck,

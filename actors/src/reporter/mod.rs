@@ -11,6 +11,11 @@
 //! waits (back-pressure), and fails with `Overloaded` after
 //! [`ReporterConfig::enqueue_timeout`]. A batch that fails to store is kept and retried at
 //! the next interval; no record is dropped.
+//!
+//! Stopping: records are accepted before they are stored, so the actor must be stopped with a
+//! drain ([`ReporterHandle::shutdown`], or `drain()` from a supervisor), which handles every
+//! record already sent and stores the last batch. Killing it loses what was not yet stored;
+//! callers that need a record durable before going on call [`ReporterHandle::flush`].
 
 pub mod format;
 pub mod stats;
@@ -96,9 +101,19 @@ struct Shared {
     storage: RwLock<Arc<dyn StorageBackend>>,
     formatters: RwLock<BTreeMap<String, Arc<dyn ReportFormatter>>>,
     room: Arc<Semaphore>,
+    /// The running actor: set by each start, so that handles follow a restart.
+    actor: RwLock<Option<ActorRef<ReporterMessage>>>,
 }
 
 impl Shared {
+    fn actor(&self) -> Result<ActorRef<ReporterMessage>> {
+        self.actor
+            .read()
+            .expect("reporter lock poisoned")
+            .clone()
+            .ok_or_else(|| actor_gone("not started"))
+    }
+
     fn storage(&self) -> Arc<dyn StorageBackend> {
         self.storage.read().expect("reporter lock poisoned").clone()
     }
@@ -140,14 +155,15 @@ impl ReporterArgs {
                 storage: RwLock::new(storage),
                 formatters: RwLock::new(formatters),
                 room: Arc::new(Semaphore::new(config.max_pending)),
+                actor: RwLock::new(None),
             }),
         }
     }
 
-    /// The handle on the actor started with these arguments.
-    pub fn handle(&self, actor: ActorRef<ReporterMessage>) -> ReporterHandle {
+    /// The handle on the actor started (and restarted) with these arguments; it reaches
+    /// whichever instance runs.
+    pub fn handle(&self) -> ReporterHandle {
         ReporterHandle {
-            actor,
             shared: self.shared.clone(),
         }
     }
@@ -226,6 +242,7 @@ impl Actor for ReporterActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let interval = args.shared.config.flush_interval;
         myself.send_interval(interval, || ReporterMessage::Tick);
+        *args.shared.actor.write().expect("reporter lock poisoned") = Some(myself.clone());
         Ok(ReporterState {
             shared: args.shared,
             events: Vec::new(),
@@ -316,14 +333,12 @@ fn encode(item: &Item) -> Result<(&'static str, String, Value)> {
 /// The reporter as the rest of the node sees it. Cheap to clone.
 #[derive(Clone)]
 pub struct ReporterHandle {
-    actor: ActorRef<ReporterMessage>,
     shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for ReporterHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReporterHandle")
-            .field("actor", &self.actor.get_id())
             .field("config", &self.shared.config)
             .finish()
     }
@@ -343,27 +358,31 @@ impl ReporterHandle {
         config: ReporterConfig,
     ) -> Result<(ReporterHandle, ractor::concurrency::JoinHandle<()>)> {
         let args = ReporterArgs::new(storage, config);
-        let (actor, join) = Actor::spawn(None, ReporterActor, args.clone())
+        let (_actor, join) = Actor::spawn(None, ReporterActor, args.clone())
             .await
             .map_err(actor_gone)?;
-        Ok((args.handle(actor), join))
+        Ok((args.handle(), join))
     }
 
-    /// The actor behind this handle.
-    pub fn actor(&self) -> &ActorRef<ReporterMessage> {
-        &self.actor
+    /// The running actor behind this handle.
+    pub fn actor(&self) -> Result<ActorRef<ReporterMessage>> {
+        self.shared.actor()
     }
 
     /// Waits until every record accepted so far is stored.
     pub async fn flush(&self) -> Result<()> {
-        ractor::call!(self.actor, ReporterMessage::Flush).map_err(actor_gone)?
+        ractor::call!(self.shared.actor()?, ReporterMessage::Flush).map_err(actor_gone)?
     }
 
-    /// Flushes and stops the actor.
+    /// Stops the actor after it has handled every record already sent and stored the last
+    /// batch (a drain: a plain `stop` would drop records still in the mailbox).
     pub async fn shutdown(&self) -> Result<()> {
-        let r = self.flush().await;
-        self.actor.stop(None);
-        r
+        let actor = self.shared.actor()?;
+        actor
+            .drain_and_wait(Some(self.shared.config.enqueue_timeout))
+            .await
+            .map_err(actor_gone)?;
+        Ok(())
     }
 
     async fn enqueue(&self, item: Item) -> Result<()> {
@@ -379,7 +398,8 @@ impl ReporterHandle {
             ),
         })?
         .map_err(actor_gone)?;
-        self.actor
+        self.shared
+            .actor()?
             .send_message(ReporterMessage::Record(RecordItem {
                 item,
                 _permit: permit,
@@ -577,7 +597,8 @@ impl Reporter for ReporterHandle {
     }
 
     async fn set_storage(&self, storage: Arc<dyn StorageBackend>) -> Result<()> {
-        ractor::call!(self.actor, ReporterMessage::SetStorage, storage).map_err(actor_gone)?
+        ractor::call!(self.shared.actor()?, ReporterMessage::SetStorage, storage)
+            .map_err(actor_gone)?
     }
 
     fn register_formatter(&self, formatter: Arc<dyn ReportFormatter>) -> Result<()> {
