@@ -47,7 +47,7 @@ use tracing::Instrument;
 
 use crate::lock::LockManager;
 use crate::metric_names;
-use crate::security::{RecordingSecretProvider, SecretRedactor};
+use crate::security::{RecordingSecretProvider, RedactingEventBus, SecretRedactor};
 use crate::supervisor::{ActorSlot, ChildSpec, PingFn, SpawnedChild};
 use lifecycle::{Execution, LifecycleAttempt};
 use table::ExecutionTable;
@@ -391,7 +391,9 @@ async fn run_job(
         ctx.config = request.config.clone();
         ctx.monitor = core.deps.monitor.clone();
         ctx.reporter = core.deps.reporter.clone();
-        ctx.event_bus = core.deps.event_bus.clone();
+        ctx.event_bus = core.deps.event_bus.clone().map(|b| {
+            Arc::new(RedactingEventBus::new(b, redactor.clone())) as Arc<dyn EventBus>
+        });
         ctx.progress = Some(progress_tx);
         ctx.principal = request.principal.clone();
         ctx.auth = Some(core.deps.auth.clone());

@@ -6,7 +6,9 @@ mod rbac;
 mod secrets;
 
 pub use rbac::{RbacConfig, Role, RoleBasedAuthorizer};
-pub use secrets::{MemorySecretProvider, RecordingSecretProvider, SecretRedactor};
+pub use secrets::{
+    MemorySecretProvider, RecordingSecretProvider, RedactingEventBus, SecretRedactor, REDACTED,
+};
 
 use std::sync::Mutex;
 

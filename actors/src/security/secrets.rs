@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
-use ire_core::{Error, ExecutionResult, Result, Secret, SecretProvider};
+use ire_core::{
+    Error, Event, EventBus, EventFilter, ExecutionResult, Result, Secret, SecretProvider,
+    Subscription,
+};
 
 /// The text that replaces a secret value.
 pub const REDACTED: &str = "[REDACTED]";
@@ -159,6 +162,55 @@ impl SecretRedactor {
         if let serde_json::Value::Object(m) = meta {
             result.metadata = m.into_iter().collect();
         }
+    }
+}
+
+/// The event bus a plugin is given: it scrubs known secret values from each event before
+/// passing it on.
+pub struct RedactingEventBus {
+    inner: Arc<dyn EventBus>,
+    redactor: SecretRedactor,
+}
+
+impl RedactingEventBus {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn EventBus>, redactor: SecretRedactor) -> Self {
+        RedactingEventBus { inner, redactor }
+    }
+
+    fn scrub(&self, mut event: Event) -> Event {
+        if self.redactor.is_empty() {
+            return event;
+        }
+        let mut v = serde_json::to_value(&event).unwrap_or_default();
+        self.redactor.redact_json(&mut v);
+        if let Ok(e) = serde_json::from_value::<Event>(v) {
+            event = e;
+        }
+        event
+    }
+}
+
+#[async_trait]
+impl EventBus for RedactingEventBus {
+    async fn publish(&self, event: Event) -> Result<()> {
+        self.inner.publish(self.scrub(event)).await
+    }
+
+    async fn publish_async(&self, event: Event) -> Result<()> {
+        self.inner.publish_async(self.scrub(event)).await
+    }
+
+    async fn subscribe(&self, filter: EventFilter) -> Result<Subscription> {
+        self.inner.subscribe(filter).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        // The bus belongs to the node: a plugin cannot close it.
+        Err(Error::unsupported(
+            "closing the node's event bus",
+            "a plugin",
+        ))
     }
 }
 
