@@ -5,6 +5,7 @@
 pub mod error;
 pub mod state;
 pub mod store;
+pub mod testing;
 pub mod types;
 
 // The cluster: transport, raft node, client API.

@@ -127,3 +127,6 @@ impl Tables {
         v
     }
 }
+
+#[cfg(test)]
+mod tests;
