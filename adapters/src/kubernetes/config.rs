@@ -112,13 +112,20 @@ mod tests {
     fn unknown_key_is_rejected_with_adapter_name() {
         let e = cfg(serde_json::json!({"namepsace": "x"})).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("adapters.k8s.config") && msg.contains("namepsace"), "{msg}");
+        assert!(
+            msg.contains("adapters.k8s.config") && msg.contains("namepsace"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn bad_values_name_their_field() {
         let e = cfg(serde_json::json!({"page-size": 0})).unwrap_err();
-        assert!(e.chain_message().contains("page-size"), "{}", e.chain_message());
+        assert!(
+            e.chain_message().contains("page-size"),
+            "{}",
+            e.chain_message()
+        );
         let e = cfg(serde_json::json!({"namespace": "Shop_1"})).unwrap_err();
         assert!(e.chain_message().contains("namespace"));
         let e = cfg(serde_json::json!({"in-cluster": true, "kubeconfig": "/x"})).unwrap_err();

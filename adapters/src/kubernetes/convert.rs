@@ -279,7 +279,8 @@ fn workload_resource(
     spec.replicas = Some(desired);
     let mut metadata = common_metadata(meta);
     metadata.insert("readyReplicas".into(), json!(ready));
-    let mut available = Condition::new("Available", if ready >= desired { "True" } else { "False" });
+    let mut available =
+        Condition::new("Available", if ready >= desired { "True" } else { "False" });
     available.message = format!("{ready}/{desired} replicas ready");
     Ok(Resource {
         key: key_of(adapter, kind, ns, name)?,
@@ -302,7 +303,11 @@ fn workload_resource(
 /// A deployment as a resource.
 pub fn deployment_to_resource(adapter: &str, d: &Deployment) -> Result<Resource> {
     let spec = d.spec.clone().unwrap_or_default();
-    let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let ready = d
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
     workload_resource(
         adapter,
         WorkloadKind::Deployment,
@@ -316,7 +321,11 @@ pub fn deployment_to_resource(adapter: &str, d: &Deployment) -> Result<Resource>
 /// A statefulset as a resource.
 pub fn statefulset_to_resource(adapter: &str, s: &StatefulSet) -> Result<Resource> {
     let spec = s.spec.clone().unwrap_or_default();
-    let ready = s.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let ready = s
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
     workload_resource(
         adapter,
         WorkloadKind::StatefulSet,
@@ -336,17 +345,32 @@ mod tests {
         let p = |s| ObjectRef::parse(s, "k8s", "default");
         assert_eq!(
             p("k8s/shop/web-0").unwrap(),
-            ObjectRef::Named { kind: WorkloadKind::Pod, namespace: "shop".into(), name: "web-0".into() }
+            ObjectRef::Named {
+                kind: WorkloadKind::Pod,
+                namespace: "shop".into(),
+                name: "web-0".into()
+            }
         );
         assert_eq!(
             p("k8s/shop/statefulset/web").unwrap(),
-            ObjectRef::Named { kind: WorkloadKind::StatefulSet, namespace: "shop".into(), name: "web".into() }
+            ObjectRef::Named {
+                kind: WorkloadKind::StatefulSet,
+                namespace: "shop".into(),
+                name: "web".into()
+            }
         );
         assert_eq!(
             p("web-0").unwrap(),
-            ObjectRef::Named { kind: WorkloadKind::Pod, namespace: "default".into(), name: "web-0".into() }
+            ObjectRef::Named {
+                kind: WorkloadKind::Pod,
+                namespace: "default".into(),
+                name: "web-0".into()
+            }
         );
-        assert!(matches!(p("0f8b1c1e-8c5e-4a8e-9a43-2f2b3b8d1c11").unwrap(), ObjectRef::Uid(_)));
+        assert!(matches!(
+            p("0f8b1c1e-8c5e-4a8e-9a43-2f2b3b8d1c11").unwrap(),
+            ObjectRef::Uid(_)
+        ));
         assert!(p("k8s/shop/pod/x").is_err());
         assert!(p("k8s//x").is_err());
         assert!(p("a/b/c/d/e").is_err());

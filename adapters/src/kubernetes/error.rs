@@ -21,9 +21,14 @@ pub(crate) fn from_kube(err: kube::Error, target: Target<'_>) -> Error {
                 409 => Error::Conflict { message },
                 401 | 403 => Error::Unauthorized {
                     principal: "the adapter's kubeconfig user".into(),
-                    action: format!("act on {} {:?}: {}", target.kind, target.name, status.message),
+                    action: format!(
+                        "act on {} {:?}: {}",
+                        target.kind, target.name, status.message
+                    ),
                 },
-                400 | 415 | 422 => Error::invalid(format!("{} {:?}", target.kind, target.name), message),
+                400 | 415 | 422 => {
+                    Error::invalid(format!("{} {:?}", target.kind, target.name), message)
+                }
                 410 => Error::other(
                     ErrorClass::Retryable,
                     format!("resource version expired: {message}"),
@@ -38,7 +43,10 @@ pub(crate) fn from_kube(err: kube::Error, target: Target<'_>) -> Error {
                 ),
                 _ => Error::other(
                     ErrorClass::Fatal,
-                    format!("API server refused {} {:?}: {message}", target.kind, target.name),
+                    format!(
+                        "API server refused {} {:?}: {message}",
+                        target.kind, target.name
+                    ),
                     None,
                 ),
             }
@@ -65,8 +73,14 @@ mod tests {
 
     #[test]
     fn statuses_are_classified() {
-        let t = || Target { kind: "pod", name: "web-0" };
-        assert!(matches!(from_kube(api(404, "NotFound"), t()), Error::NotFound { .. }));
+        let t = || Target {
+            kind: "pod",
+            name: "web-0",
+        };
+        assert!(matches!(
+            from_kube(api(404, "NotFound"), t()),
+            Error::NotFound { .. }
+        ));
         assert!(from_kube(api(409, "Conflict"), t()).is_retryable());
         assert!(from_kube(api(422, "Invalid"), t()).is_fatal());
         assert!(from_kube(api(503, "ServiceUnavailable"), t()).is_retryable());

@@ -29,7 +29,9 @@ pub(crate) fn wrap_command(cmd: &[String], options: &ExecOptions) -> Vec<String>
 
 /// The exit code in the exec's final `Status`: 0 on Success, the `ExitCode` cause on
 /// `NonZeroExitCode`, an error when the command could not run at all.
-pub(crate) fn exit_code(status: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>) -> Result<i64> {
+pub(crate) fn exit_code(
+    status: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
+) -> Result<i64> {
     let Some(status) = status else {
         return Err(Error::unavailable(
             "exec",
@@ -64,7 +66,13 @@ pub(crate) fn exit_code(status: Option<k8s_openapi::apimachinery::pkg::apis::met
 
 impl Inner {
     /// Runs `cmd` in the pod's first container and collects its output and exit code.
-    pub(crate) async fn exec(&self, ns: &str, name: &str, cmd: &[String], options: &ExecOptions) -> Result<ExecResult> {
+    pub(crate) async fn exec(
+        &self,
+        ns: &str,
+        name: &str,
+        cmd: &[String],
+        options: &ExecOptions,
+    ) -> Result<ExecResult> {
         if cmd.is_empty() {
             return Err(Error::invalid("command", "must not be empty"));
         }
@@ -85,19 +93,26 @@ impl Inner {
             .tty(options.tty);
         let argv = wrap_command(cmd, options);
         let run = async {
-            let mut proc = api.exec(name, argv, &params).await.map_err(|e| from_kube(e, target()))?;
+            let mut proc = api
+                .exec(name, argv, &params)
+                .await
+                .map_err(|e| from_kube(e, target()))?;
             let mut stdout = proc.stdout();
             let mut stderr = proc.stderr();
             let status = proc.take_status();
             if let (Some(input), Some(mut w)) = (options.stdin.as_ref(), proc.stdin()) {
-                w.write_all(input).await.map_err(|e| Error::unavailable("exec stdin", e))?;
+                w.write_all(input)
+                    .await
+                    .map_err(|e| Error::unavailable("exec stdin", e))?;
                 // Dropping the writer tells the server stdin has ended.
                 drop(w);
             }
             let read = |r: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>| async move {
                 let mut buf = Vec::new();
                 if let Some(mut r) = r {
-                    r.read_to_end(&mut buf).await.map_err(|e| Error::unavailable("exec output", e))?;
+                    r.read_to_end(&mut buf)
+                        .await
+                        .map_err(|e| Error::unavailable("exec output", e))?;
                 }
                 Ok::<_, Error>(buf)
             };
@@ -115,10 +130,12 @@ impl Inner {
             })
         };
         match options.timeout {
-            Some(after) => tokio::time::timeout(after, run).await.map_err(|_| Error::Timeout {
-                operation: format!("exec {cmd:?} in pod {ns}/{name}"),
-                after,
-            })?,
+            Some(after) => tokio::time::timeout(after, run)
+                .await
+                .map_err(|_| Error::Timeout {
+                    operation: format!("exec {cmd:?} in pod {ns}/{name}"),
+                    after,
+                })?,
             None => run.await,
         }
     }

@@ -81,10 +81,19 @@ impl Inner {
     /// What an id or key names, checked against this adapter's namespace.
     async fn resolve(&self, id: &str) -> Result<(WorkloadKind, String, String)> {
         let (kind, ns, name) = match ObjectRef::parse(id, &self.name, &self.namespace)? {
-            ObjectRef::Named { kind, namespace, name } => (kind, namespace, name),
+            ObjectRef::Named {
+                kind,
+                namespace,
+                name,
+            } => (kind, namespace, name),
             ObjectRef::Uid(uid) => {
                 let r = self.find_by_uid(&uid).await?;
-                let ns = r.metadata.get("namespace").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                let ns = r
+                    .metadata
+                    .get("namespace")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
                 let kind = WorkloadKind::parse(&r.kind).unwrap_or(WorkloadKind::Pod);
                 (kind, ns, r.name)
             }
@@ -92,19 +101,53 @@ impl Inner {
         if !self.all_namespaces && ns != self.namespace {
             return Err(Error::invalid(
                 "resource id",
-                format!("{id:?} is in namespace {ns:?}, outside this adapter's namespace {:?}", self.namespace),
+                format!(
+                    "{id:?} is in namespace {ns:?}, outside this adapter's namespace {:?}",
+                    self.namespace
+                ),
             ));
         }
         Ok((kind, ns, name))
     }
 
-    async fn resolve_pod(&self, id: &str, what: &str) -> Result<(String, String)> {
+    /// The pod an id names, or for a workload its first running pod (as
+    /// `kubectl exec deployment/<name>` picks one).
+    async fn resolve_pod(&self, id: &str) -> Result<(String, String)> {
         match self.resolve(id).await? {
             (WorkloadKind::Pod, ns, name) => Ok((ns, name)),
-            (kind, ns, name) => Err(Error::unsupported(
-                format!("{what} on {} {ns}/{name} (target one of its pods)", kind.as_str()),
-                self.name.clone(),
-            )),
+            (kind, ns, name) => {
+                let selector = self.workload_selector(kind, &ns, &name).await?;
+                let lp = kube::api::ListParams {
+                    label_selector: Some(selector),
+                    field_selector: Some("status.phase=Running".into()),
+                    limit: Some(1),
+                    ..Default::default()
+                };
+                let pods = self
+                    .api::<k8s_openapi::api::core::v1::Pod>(Some(&ns))
+                    .list(&lp)
+                    .await
+                    .map_err(|e| {
+                        error::from_kube(
+                            e,
+                            error::Target {
+                                kind: "pod",
+                                name: &name,
+                            },
+                        )
+                    })?;
+                let pod = pods
+                    .items
+                    .first()
+                    .and_then(|p| p.metadata.name.clone())
+                    .ok_or_else(|| {
+                        Error::unavailable(
+                            format!("{} {ns}/{name}", kind.as_str()),
+                            std::io::Error::other("it has no running pod"),
+                        )
+                    })?;
+                Ok((ns, pod))
+            }
         }
     }
 }
@@ -147,19 +190,30 @@ impl KubernetesAdapter {
 
     fn inner(&self) -> Result<&Inner> {
         self.inner.as_ref().ok_or_else(|| {
-            Error::other(ErrorClass::Fatal, "the kubernetes adapter is used before initialize", None)
+            Error::other(
+                ErrorClass::Fatal,
+                "the kubernetes adapter is used before initialize",
+                None,
+            )
         })
     }
 
     /// One page of matching resources, starting at `token` (the first page for `None`).
     /// `filter.limit` and `offset` are ignored: pages are the API server's.
-    pub async fn list_page(&self, filter: &ResourceFilter, token: Option<&PageToken>) -> Result<ResourcePage> {
+    pub async fn list_page(
+        &self,
+        filter: &ResourceFilter,
+        token: Option<&PageToken>,
+    ) -> Result<ResourcePage> {
         self.inner()?.list_page(filter, token).await
     }
 
     /// Every matching resource, one page per item, requested as the stream is consumed:
     /// memory stays bounded by the page size however many resources there are.
-    pub fn list_pages(&self, filter: &ResourceFilter) -> Result<BoxStream<'static, Result<Vec<Resource>>>> {
+    pub fn list_pages(
+        &self,
+        filter: &ResourceFilter,
+    ) -> Result<BoxStream<'static, Result<Vec<Resource>>>> {
         Ok(self.inner()?.clone().list_pages(filter.without_page()))
     }
 
@@ -171,25 +225,37 @@ impl KubernetesAdapter {
 
 async fn client_for(config: &KubernetesConfig) -> Result<Client> {
     let kube_config = if config.in_cluster {
-        kube::Config::incluster().map_err(|e| Error::invalid("in-cluster", format!("no in-cluster configuration: {e}")))?
+        kube::Config::incluster().map_err(|e| {
+            Error::invalid("in-cluster", format!("no in-cluster configuration: {e}"))
+        })?
     } else if let Some(path) = &config.kubeconfig {
         let kc = Kubeconfig::read_from(path)
             .map_err(|e| Error::invalid("kubeconfig", format!("{}: {e}", path.display())))?;
-        let options = KubeConfigOptions { context: config.context.clone(), ..KubeConfigOptions::default() };
+        let options = KubeConfigOptions {
+            context: config.context.clone(),
+            ..KubeConfigOptions::default()
+        };
         kube::Config::from_custom_kubeconfig(kc, &options)
             .await
             .map_err(|e| Error::invalid("kubeconfig", format!("{}: {e}", path.display())))?
     } else if config.context.is_some() {
-        let options = KubeConfigOptions { context: config.context.clone(), ..KubeConfigOptions::default() };
+        let options = KubeConfigOptions {
+            context: config.context.clone(),
+            ..KubeConfigOptions::default()
+        };
         kube::Config::from_kubeconfig(&options)
             .await
             .map_err(|e| Error::invalid("context", e.to_string()))?
     } else {
-        kube::Config::infer()
-            .await
-            .map_err(|e| Error::invalid("kubeconfig", format!("no kubeconfig or in-cluster configuration found: {e}")))?
+        kube::Config::infer().await.map_err(|e| {
+            Error::invalid(
+                "kubeconfig",
+                format!("no kubeconfig or in-cluster configuration found: {e}"),
+            )
+        })?
     };
-    Client::try_from(kube_config).map_err(|e| Error::invalid("kubeconfig", format!("cannot build a client: {e}")))
+    Client::try_from(kube_config)
+        .map_err(|e| Error::invalid("kubeconfig", format!("cannot build a client: {e}")))
 }
 
 #[async_trait]
@@ -197,7 +263,9 @@ impl EnvironmentAdapter for KubernetesAdapter {
     async fn initialize(&mut self, config: AdapterConfig) -> Result<()> {
         let settings = KubernetesConfig::from_adapter_config(&config)?;
         let field = format!("adapters.{}", config.name);
-        let client = client_for(&settings).await.map_err(|e| e.context(field.clone()))?;
+        let client = client_for(&settings)
+            .await
+            .map_err(|e| e.context(field.clone()))?;
         let connected = KubernetesAdapter::connect(&config.name, client, &settings)
             .await
             .map_err(|e| e.context(field))?;
@@ -244,7 +312,11 @@ impl EnvironmentAdapter for KubernetesAdapter {
     async fn delete_resource(&self, id: &str, options: &DeleteOptions) -> Result<()> {
         let inner = self.inner()?;
         let (kind, ns, name) = inner.resolve(id).await?;
-        let grace = if options.force { Duration::ZERO } else { options.grace_period };
+        let grace = if options.force {
+            Duration::ZERO
+        } else {
+            options.grace_period
+        };
         inner.delete_named(kind, &ns, &name, Some(grace)).await
     }
 
@@ -262,21 +334,32 @@ impl EnvironmentAdapter for KubernetesAdapter {
         self.inner()?.watch(filter).await
     }
 
-    async fn exec_in_resource(&self, id: &str, cmd: &[String], options: &ExecOptions) -> Result<ExecResult> {
+    async fn exec_in_resource(
+        &self,
+        id: &str,
+        cmd: &[String],
+        options: &ExecOptions,
+    ) -> Result<ExecResult> {
         let inner = self.inner()?;
-        let (ns, name) = inner.resolve_pod(id, "exec").await?;
+        let (ns, name) = inner.resolve_pod(id).await?;
         inner.exec(&ns, &name, cmd, options).await
     }
 
     async fn get_metrics(&self, id: &str) -> Result<Metrics> {
         let inner = self.inner()?;
-        let (ns, name) = inner.resolve_pod(id, "metrics").await?;
-        inner.metrics(&ns, &name).await
+        match inner.resolve(id).await? {
+            (WorkloadKind::Pod, ns, name) => inner.metrics(&ns, &name).await,
+            (kind, ns, name) => inner.workload_metrics(kind, &ns, &name).await,
+        }
     }
 
     fn adapter_info(&self) -> AdapterInfo {
         AdapterInfo {
-            name: self.inner.as_ref().map(|i| i.name.clone()).unwrap_or_else(|| ENVIRONMENT.into()),
+            name: self
+                .inner
+                .as_ref()
+                .map(|i| i.name.clone())
+                .unwrap_or_else(|| ENVIRONMENT.into()),
             version: env!("CARGO_PKG_VERSION").into(),
             environment: ENVIRONMENT.into(),
             capabilities: [

@@ -16,7 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::convert::{deployment_to_resource, pod_to_resource, statefulset_to_resource, WorkloadKind};
+use super::convert::{
+    deployment_to_resource, pod_to_resource, statefulset_to_resource, WorkloadKind,
+};
 use super::error::{from_kube, Target};
 use super::Inner;
 
@@ -41,7 +43,11 @@ fn containers_from(spec: &ResourceSpec) -> Result<Vec<Container>> {
         env: (!spec.environment.is_empty()).then(|| {
             spec.environment
                 .iter()
-                .map(|(k, v)| EnvVar { name: k.clone(), value: Some(v.clone()), ..EnvVar::default() })
+                .map(|(k, v)| EnvVar {
+                    name: k.clone(),
+                    value: Some(v.clone()),
+                    ..EnvVar::default()
+                })
                 .collect()
         }),
         ports: (!spec.ports.is_empty()).then(|| {
@@ -75,33 +81,87 @@ fn apply_to_container(c: &mut Container, spec: &ResourceSpec) {
         let env = c.env.get_or_insert_with(Vec::new);
         for (k, v) in &spec.environment {
             env.retain(|e| &e.name != k);
-            env.push(EnvVar { name: k.clone(), value: Some(v.clone()), ..EnvVar::default() });
+            env.push(EnvVar {
+                name: k.clone(),
+                value: Some(v.clone()),
+                ..EnvVar::default()
+            });
         }
     }
 }
 
 impl Inner {
     /// A resource by kind, namespace and name.
-    pub(crate) async fn get_named(&self, kind: WorkloadKind, ns: &str, name: &str) -> Result<Resource> {
-        let t = || Target { kind: kind.as_str(), name };
+    pub(crate) async fn get_named(
+        &self,
+        kind: WorkloadKind,
+        ns: &str,
+        name: &str,
+    ) -> Result<Resource> {
+        let t = || Target {
+            kind: kind.as_str(),
+            name,
+        };
         match kind {
-            WorkloadKind::Pod => pod_to_resource(&self.name, &self.api::<Pod>(Some(ns)).get(name).await.map_err(|e| from_kube(e, t()))?),
-            WorkloadKind::Deployment => deployment_to_resource(&self.name, &self.api::<Deployment>(Some(ns)).get(name).await.map_err(|e| from_kube(e, t()))?),
-            WorkloadKind::StatefulSet => statefulset_to_resource(&self.name, &self.api::<StatefulSet>(Some(ns)).get(name).await.map_err(|e| from_kube(e, t()))?),
+            WorkloadKind::Pod => pod_to_resource(
+                &self.name,
+                &self
+                    .api::<Pod>(Some(ns))
+                    .get(name)
+                    .await
+                    .map_err(|e| from_kube(e, t()))?,
+            ),
+            WorkloadKind::Deployment => deployment_to_resource(
+                &self.name,
+                &self
+                    .api::<Deployment>(Some(ns))
+                    .get(name)
+                    .await
+                    .map_err(|e| from_kube(e, t()))?,
+            ),
+            WorkloadKind::StatefulSet => statefulset_to_resource(
+                &self.name,
+                &self
+                    .api::<StatefulSet>(Some(ns))
+                    .get(name)
+                    .await
+                    .map_err(|e| from_kube(e, t()))?,
+            ),
         }
     }
 
     /// Deletes an object; `grace` for pods (None: the pod's own period).
-    pub(crate) async fn delete_named(&self, kind: WorkloadKind, ns: &str, name: &str, grace: Option<Duration>) -> Result<()> {
+    pub(crate) async fn delete_named(
+        &self,
+        kind: WorkloadKind,
+        ns: &str,
+        name: &str,
+        grace: Option<Duration>,
+    ) -> Result<()> {
         let dp = DeleteParams {
             grace_period_seconds: grace.map(|g| g.as_secs().min(u32::MAX as u64) as u32),
             ..DeleteParams::background()
         };
-        let t = || Target { kind: kind.as_str(), name };
+        let t = || Target {
+            kind: kind.as_str(),
+            name,
+        };
         match kind {
-            WorkloadKind::Pod => self.api::<Pod>(Some(ns)).delete(name, &dp).await.map(|_| ()),
-            WorkloadKind::Deployment => self.api::<Deployment>(Some(ns)).delete(name, &dp).await.map(|_| ()),
-            WorkloadKind::StatefulSet => self.api::<StatefulSet>(Some(ns)).delete(name, &dp).await.map(|_| ()),
+            WorkloadKind::Pod => self
+                .api::<Pod>(Some(ns))
+                .delete(name, &dp)
+                .await
+                .map(|_| ()),
+            WorkloadKind::Deployment => self
+                .api::<Deployment>(Some(ns))
+                .delete(name, &dp)
+                .await
+                .map(|_| ()),
+            WorkloadKind::StatefulSet => self
+                .api::<StatefulSet>(Some(ns))
+                .delete(name, &dp)
+                .await
+                .map(|_| ()),
         }
         .map_err(|e| from_kube(e, t()))?;
         tracing::info!(component = "kubernetes-adapter", resource_id = %format!("{ns}/{name}"), kind = kind.as_str(), grace_secs = ?grace.map(|g| g.as_secs()), "deleted");
@@ -110,7 +170,10 @@ impl Inner {
 
     /// The desired replicas of a workload.
     pub(crate) async fn replicas(&self, kind: WorkloadKind, ns: &str, name: &str) -> Result<i32> {
-        let t = || Target { kind: kind.as_str(), name };
+        let t = || Target {
+            kind: kind.as_str(),
+            name,
+        };
         let scale = match kind {
             WorkloadKind::Deployment => self.api::<Deployment>(Some(ns)).get_scale(name).await,
             WorkloadKind::StatefulSet => self.api::<StatefulSet>(Some(ns)).get_scale(name).await,
@@ -121,16 +184,36 @@ impl Inner {
     }
 
     /// Sets the desired replicas of a workload through its `scale` subresource.
-    pub(crate) async fn scale(&self, kind: WorkloadKind, ns: &str, name: &str, replicas: i32) -> Result<()> {
+    pub(crate) async fn scale(
+        &self,
+        kind: WorkloadKind,
+        ns: &str,
+        name: &str,
+        replicas: i32,
+    ) -> Result<()> {
         if replicas < 0 {
-            return Err(Error::invalid("replicas", format!("{replicas} is negative")));
+            return Err(Error::invalid(
+                "replicas",
+                format!("{replicas} is negative"),
+            ));
         }
         let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
         let pp = PatchParams::default();
-        let t = || Target { kind: kind.as_str(), name };
+        let t = || Target {
+            kind: kind.as_str(),
+            name,
+        };
         match kind {
-            WorkloadKind::Deployment => self.api::<Deployment>(Some(ns)).patch_scale(name, &pp, &patch).await,
-            WorkloadKind::StatefulSet => self.api::<StatefulSet>(Some(ns)).patch_scale(name, &pp, &patch).await,
+            WorkloadKind::Deployment => {
+                self.api::<Deployment>(Some(ns))
+                    .patch_scale(name, &pp, &patch)
+                    .await
+            }
+            WorkloadKind::StatefulSet => {
+                self.api::<StatefulSet>(Some(ns))
+                    .patch_scale(name, &pp, &patch)
+                    .await
+            }
             WorkloadKind::Pod => return Err(not_scalable(ns, name)),
         }
         .map_err(|e| from_kube(e, t()))?;
@@ -138,29 +221,63 @@ impl Inner {
         Ok(())
     }
 
-    async fn patch_workload(&self, kind: WorkloadKind, ns: &str, name: &str, patch: serde_json::Value) -> Result<()> {
+    async fn patch_workload(
+        &self,
+        kind: WorkloadKind,
+        ns: &str,
+        name: &str,
+        patch: serde_json::Value,
+    ) -> Result<()> {
         let patch = Patch::Merge(patch);
         let pp = PatchParams::default();
-        let t = || Target { kind: kind.as_str(), name };
+        let t = || Target {
+            kind: kind.as_str(),
+            name,
+        };
         match kind {
-            WorkloadKind::Deployment => self.api::<Deployment>(Some(ns)).patch(name, &pp, &patch).await.map(|_| ()),
-            WorkloadKind::StatefulSet => self.api::<StatefulSet>(Some(ns)).patch(name, &pp, &patch).await.map(|_| ()),
-            WorkloadKind::Pod => self.api::<Pod>(Some(ns)).patch(name, &pp, &patch).await.map(|_| ()),
+            WorkloadKind::Deployment => self
+                .api::<Deployment>(Some(ns))
+                .patch(name, &pp, &patch)
+                .await
+                .map(|_| ()),
+            WorkloadKind::StatefulSet => self
+                .api::<StatefulSet>(Some(ns))
+                .patch(name, &pp, &patch)
+                .await
+                .map(|_| ()),
+            WorkloadKind::Pod => self
+                .api::<Pod>(Some(ns))
+                .patch(name, &pp, &patch)
+                .await
+                .map(|_| ()),
         }
         .map_err(|e| from_kube(e, t()))
     }
 
     /// Stops: a pod is deleted with the grace period; a workload is scaled to zero.
-    pub(crate) async fn stop(&self, kind: WorkloadKind, ns: &str, name: &str, grace: Duration) -> Result<()> {
+    pub(crate) async fn stop(
+        &self,
+        kind: WorkloadKind,
+        ns: &str,
+        name: &str,
+        grace: Duration,
+    ) -> Result<()> {
         if kind == WorkloadKind::Pod {
             return self.delete_named(kind, ns, name, Some(grace)).await;
         }
         let current = self.replicas(kind, ns, name).await?;
         if current == 0 {
-            return Err(Error::AlreadyDone { message: format!("{} {ns}/{name} is scaled to 0", kind.as_str()) });
+            return Err(Error::AlreadyDone {
+                message: format!("{} {ns}/{name} is scaled to 0", kind.as_str()),
+            });
         }
-        self.patch_workload(kind, ns, name, json!({"metadata": {"annotations": {REPLICAS_BEFORE_STOP: current.to_string()}}}))
-            .await?;
+        self.patch_workload(
+            kind,
+            ns,
+            name,
+            json!({"metadata": {"annotations": {REPLICAS_BEFORE_STOP: current.to_string()}}}),
+        )
+        .await?;
         self.scale(kind, ns, name, 0).await
     }
 
@@ -170,7 +287,9 @@ impl Inner {
         let r = self.get_named(kind, ns, name).await?;
         if kind == WorkloadKind::Pod {
             return if r.is_running() {
-                Err(Error::AlreadyDone { message: format!("pod {ns}/{name} is running") })
+                Err(Error::AlreadyDone {
+                    message: format!("pod {ns}/{name} is running"),
+                })
             } else {
                 Err(Error::unsupported(
                     format!("starting pod {ns}/{name} (phase {}): pods are started by their controller; restart it or scale its workload", r.status.phase),
@@ -179,7 +298,9 @@ impl Inner {
             };
         }
         if r.spec.replicas.unwrap_or(0) > 0 {
-            return Err(Error::AlreadyDone { message: format!("{} {ns}/{name} has replicas", kind.as_str()) });
+            return Err(Error::AlreadyDone {
+                message: format!("{} {ns}/{name} has replicas", kind.as_str()),
+            });
         }
         let previous = r
             .annotations
@@ -188,8 +309,13 @@ impl Inner {
             .filter(|n| *n > 0)
             .unwrap_or(1);
         self.scale(kind, ns, name, previous).await?;
-        self.patch_workload(kind, ns, name, json!({"metadata": {"annotations": {REPLICAS_BEFORE_STOP: null}}}))
-            .await
+        self.patch_workload(
+            kind,
+            ns,
+            name,
+            json!({"metadata": {"annotations": {REPLICAS_BEFORE_STOP: null}}}),
+        )
+        .await
     }
 
     /// Restarts: a workload by a rollout, a controlled pod by deleting it (its controller
@@ -202,7 +328,10 @@ impl Inner {
             return self.patch_workload(kind, ns, name, patch).await;
         }
         let api = self.api::<Pod>(Some(ns));
-        let pod = api.get(name).await.map_err(|e| from_kube(e, Target { kind: "pod", name }))?;
+        let pod = api
+            .get(name)
+            .await
+            .map_err(|e| from_kube(e, Target { kind: "pod", name }))?;
         let controlled = pod
             .metadata
             .owner_references
@@ -213,16 +342,31 @@ impl Inner {
         if controlled {
             return Ok(());
         }
-        let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(grace.max(0) as u64) + RECREATE_TIMEOUT_MARGIN;
+        let grace = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(grace.max(0) as u64)
+            + RECREATE_TIMEOUT_MARGIN;
         let uid = pod.metadata.uid.clone();
         loop {
-            match api.get_opt(name).await.map_err(|e| from_kube(e, Target { kind: "pod", name }))? {
+            match api
+                .get_opt(name)
+                .await
+                .map_err(|e| from_kube(e, Target { kind: "pod", name }))?
+            {
                 Some(p) if p.metadata.uid == uid => {}
                 _ => break,
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout { operation: format!("waiting for pod {ns}/{name} to terminate before recreating it"), after: Duration::from_secs(grace as u64) + RECREATE_TIMEOUT_MARGIN });
+                return Err(Error::Timeout {
+                    operation: format!(
+                        "waiting for pod {ns}/{name} to terminate before recreating it"
+                    ),
+                    after: Duration::from_secs(grace as u64) + RECREATE_TIMEOUT_MARGIN,
+                });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -251,38 +395,70 @@ impl Inner {
     pub(crate) async fn create(&self, spec: &ResourceSpec) -> Result<Resource> {
         let containers = containers_from(spec)?;
         let ns = self.namespace.as_str();
-        let mut labels = std::collections::BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())]);
-        let pod_spec = PodSpec { containers, ..PodSpec::default() };
-        let t = Target { kind: "resource", name: "(generated)" };
+        let mut labels =
+            std::collections::BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())]);
+        let pod_spec = PodSpec {
+            containers,
+            ..PodSpec::default()
+        };
+        let t = Target {
+            kind: "resource",
+            name: "(generated)",
+        };
         match spec.replicas {
             None => {
                 let pod = Pod {
-                    metadata: ObjectMeta { generate_name: Some("ire-".into()), labels: Some(labels), ..ObjectMeta::default() },
+                    metadata: ObjectMeta {
+                        generate_name: Some("ire-".into()),
+                        labels: Some(labels),
+                        ..ObjectMeta::default()
+                    },
                     spec: Some(pod_spec),
                     status: None,
                 };
-                let created = self.api::<Pod>(Some(ns)).create(&PostParams::default(), &pod).await.map_err(|e| from_kube(e, t))?;
+                let created = self
+                    .api::<Pod>(Some(ns))
+                    .create(&PostParams::default(), &pod)
+                    .await
+                    .map_err(|e| from_kube(e, t))?;
                 pod_to_resource(&self.name, &created)
             }
-            Some(replicas) if replicas < 0 => Err(Error::invalid("spec.replicas", format!("{replicas} is negative"))),
+            Some(replicas) if replicas < 0 => Err(Error::invalid(
+                "spec.replicas",
+                format!("{replicas} is negative"),
+            )),
             Some(replicas) => {
                 let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
                 labels.insert(WORKLOAD_LABEL.into(), id.clone());
                 let selector = std::collections::BTreeMap::from([(WORKLOAD_LABEL.to_owned(), id)]);
                 let d = Deployment {
-                    metadata: ObjectMeta { generate_name: Some("ire-".into()), labels: Some(labels.clone()), ..ObjectMeta::default() },
+                    metadata: ObjectMeta {
+                        generate_name: Some("ire-".into()),
+                        labels: Some(labels.clone()),
+                        ..ObjectMeta::default()
+                    },
                     spec: Some(DeploymentSpec {
                         replicas: Some(replicas),
-                        selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
+                        selector: LabelSelector {
+                            match_labels: Some(selector),
+                            ..LabelSelector::default()
+                        },
                         template: PodTemplateSpec {
-                            metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                            metadata: Some(ObjectMeta {
+                                labels: Some(labels),
+                                ..ObjectMeta::default()
+                            }),
                             spec: Some(pod_spec),
                         },
                         ..DeploymentSpec::default()
                     }),
                     status: None,
                 };
-                let created = self.api::<Deployment>(Some(ns)).create(&PostParams::default(), &d).await.map_err(|e| from_kube(e, t))?;
+                let created = self
+                    .api::<Deployment>(Some(ns))
+                    .create(&PostParams::default(), &d)
+                    .await
+                    .map_err(|e| from_kube(e, t))?;
                 deployment_to_resource(&self.name, &created)
             }
         }
@@ -292,12 +468,27 @@ impl Inner {
     /// accepts a new image, as the API server allows; a workload takes replicas and its
     /// template's first container. Replaced with the read `resourceVersion`, so a
     /// concurrent change is a `Conflict`.
-    pub(crate) async fn update(&self, kind: WorkloadKind, ns: &str, name: &str, spec: &ResourceSpec) -> Result<Resource> {
-        let t = || Target { kind: kind.as_str(), name };
+    pub(crate) async fn update(
+        &self,
+        kind: WorkloadKind,
+        ns: &str,
+        name: &str,
+        spec: &ResourceSpec,
+    ) -> Result<Resource> {
+        let t = || Target {
+            kind: kind.as_str(),
+            name,
+        };
         let pp = PostParams::default();
         match kind {
             WorkloadKind::Pod => {
-                if spec.replicas.is_some() || !spec.command.is_empty() || !spec.args.is_empty() || !spec.environment.is_empty() || !spec.ports.is_empty() || !spec.volumes.is_empty() {
+                if spec.replicas.is_some()
+                    || !spec.command.is_empty()
+                    || !spec.args.is_empty()
+                    || !spec.environment.is_empty()
+                    || !spec.ports.is_empty()
+                    || !spec.volumes.is_empty()
+                {
                     return Err(Error::invalid(
                         "spec",
                         format!("pod {ns}/{name} can only change its image; change its deployment or statefulset instead"),
@@ -308,7 +499,10 @@ impl Inner {
                 if let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
                     apply_to_container(c, spec);
                 }
-                let updated = api.replace(name, &pp, &pod).await.map_err(|e| from_kube(e, t()))?;
+                let updated = api
+                    .replace(name, &pp, &pod)
+                    .await
+                    .map_err(|e| from_kube(e, t()))?;
                 pod_to_resource(&self.name, &updated)
             }
             WorkloadKind::Deployment => {
@@ -318,11 +512,19 @@ impl Inner {
                     if spec.replicas.is_some() {
                         s.replicas = spec.replicas;
                     }
-                    if let Some(c) = s.template.spec.as_mut().and_then(|p| p.containers.first_mut()) {
+                    if let Some(c) = s
+                        .template
+                        .spec
+                        .as_mut()
+                        .and_then(|p| p.containers.first_mut())
+                    {
                         apply_to_container(c, spec);
                     }
                 }
-                let updated = api.replace(name, &pp, &d).await.map_err(|e| from_kube(e, t()))?;
+                let updated = api
+                    .replace(name, &pp, &d)
+                    .await
+                    .map_err(|e| from_kube(e, t()))?;
                 deployment_to_resource(&self.name, &updated)
             }
             WorkloadKind::StatefulSet => {
@@ -332,11 +534,19 @@ impl Inner {
                     if spec.replicas.is_some() {
                         sp.replicas = spec.replicas;
                     }
-                    if let Some(c) = sp.template.spec.as_mut().and_then(|p| p.containers.first_mut()) {
+                    if let Some(c) = sp
+                        .template
+                        .spec
+                        .as_mut()
+                        .and_then(|p| p.containers.first_mut())
+                    {
                         apply_to_container(c, spec);
                     }
                 }
-                let updated = api.replace(name, &pp, &s).await.map_err(|e| from_kube(e, t()))?;
+                let updated = api
+                    .replace(name, &pp, &s)
+                    .await
+                    .map_err(|e| from_kube(e, t()))?;
                 statefulset_to_resource(&self.name, &updated)
             }
         }
@@ -346,7 +556,13 @@ impl Inner {
     /// process cannot SIGKILL its namespace's PID 1 from inside); other signals run
     /// `kill -<n> 1` in the container (the image needs `kill`, and PID 1 must handle the
     /// signal).
-    pub(crate) async fn signal(&self, kind: WorkloadKind, ns: &str, name: &str, signal: &Signal) -> Result<()> {
+    pub(crate) async fn signal(
+        &self,
+        kind: WorkloadKind,
+        ns: &str,
+        name: &str,
+        signal: &Signal,
+    ) -> Result<()> {
         if kind != WorkloadKind::Pod {
             return Err(Error::unsupported(
                 format!("signals to {} {ns}/{name} (signal its pods)", kind.as_str()),
@@ -354,18 +570,97 @@ impl Inner {
             ));
         }
         if signal.number() == 9 {
-            return self.delete_named(kind, ns, name, Some(Duration::ZERO)).await;
+            return self
+                .delete_named(kind, ns, name, Some(Duration::ZERO))
+                .await;
         }
-        let cmd = vec!["kill".to_owned(), format!("-{}", signal.number()), "1".to_owned()];
+        let cmd = vec![
+            "kill".to_owned(),
+            format!("-{}", signal.number()),
+            "1".to_owned(),
+        ];
         let r = self.exec(ns, name, &cmd, &Default::default()).await?;
         if r.exit_code != 0 {
             return Err(Error::other(
                 ire_core::ErrorClass::Fatal,
-                format!("kill -{} 1 in pod {ns}/{name} exited {}: {}", signal.number(), r.exit_code, r.stderr.trim()),
+                format!(
+                    "kill -{} 1 in pod {ns}/{name} exited {}: {}",
+                    signal.number(),
+                    r.exit_code,
+                    r.stderr.trim()
+                ),
                 None,
             ));
         }
         Ok(())
+    }
+}
+
+/// A Kubernetes label selector as the selector string the API takes.
+pub(crate) fn selector_string(sel: &LabelSelector) -> Result<String> {
+    use ire_core::{Operator, SelectorRequirement};
+    let mut ire = ire_core::LabelSelector {
+        match_labels: sel.match_labels.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    for e in sel.match_expressions.iter().flatten() {
+        let op = match e.operator.as_str() {
+            "In" => Operator::In,
+            "NotIn" => Operator::NotIn,
+            "Exists" => Operator::Exists,
+            "DoesNotExist" => Operator::DoesNotExist,
+            other => {
+                return Err(Error::invalid(
+                    "spec.selector",
+                    format!("unknown operator {other:?}"),
+                ))
+            }
+        };
+        ire.match_expressions.push(SelectorRequirement::new(
+            e.key.clone(),
+            op,
+            e.values.clone().unwrap_or_default(),
+        ));
+    }
+    super::selector::label_selector_string(&ire)?
+        .ok_or_else(|| Error::invalid("spec.selector", "the workload selects every pod"))
+}
+
+impl Inner {
+    /// The label selector string of a workload's pods.
+    pub(crate) async fn workload_selector(
+        &self,
+        kind: WorkloadKind,
+        ns: &str,
+        name: &str,
+    ) -> Result<String> {
+        let t = || Target {
+            kind: kind.as_str(),
+            name,
+        };
+        let sel = match kind {
+            WorkloadKind::Deployment => self
+                .api::<Deployment>(Some(ns))
+                .get(name)
+                .await
+                .map_err(|e| from_kube(e, t()))?
+                .spec
+                .map(|s| s.selector),
+            WorkloadKind::StatefulSet => self
+                .api::<StatefulSet>(Some(ns))
+                .get(name)
+                .await
+                .map_err(|e| from_kube(e, t()))?
+                .spec
+                .map(|s| s.selector),
+            WorkloadKind::Pod => {
+                return Err(Error::invalid(
+                    "resource",
+                    format!("pod {ns}/{name} is not a workload"),
+                ))
+            }
+        };
+        selector_string(&sel.unwrap_or_default())
     }
 }
 

@@ -41,7 +41,12 @@ impl fmt::Display for PageToken {
 impl FromStr for PageToken {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::invalid("page token", format!("{s:?} is not a token this adapter issued"));
+        let bad = || {
+            Error::invalid(
+                "page token",
+                format!("{s:?} is not a token this adapter issued"),
+            )
+        };
         let (k, c) = s.split_once(':').ok_or_else(bad)?;
         Ok(PageToken {
             kind_index: k.parse().map_err(|_| bad())?,
@@ -59,10 +64,11 @@ pub struct ResourcePage {
     pub next: Option<PageToken>,
 }
 
-/// The kinds a filter lists: pods unless it names kinds.
+/// The kinds a filter lists: every kind (pods, deployments, statefulsets) unless it
+/// names some.
 pub(crate) fn kinds_for(filter: &ResourceFilter) -> Vec<WorkloadKind> {
     if filter.kinds.is_empty() {
-        return vec![WorkloadKind::Pod];
+        return WorkloadKind::ALL.to_vec();
     }
     WorkloadKind::ALL
         .into_iter()
@@ -71,7 +77,12 @@ pub(crate) fn kinds_for(filter: &ResourceFilter) -> Vec<WorkloadKind> {
 }
 
 impl Inner {
-    fn list_params(&self, filter: &ResourceFilter, kind: WorkloadKind, cont: Option<String>) -> Result<Option<ListParams>> {
+    fn list_params(
+        &self,
+        filter: &ResourceFilter,
+        kind: WorkloadKind,
+        cont: Option<String>,
+    ) -> Result<Option<ListParams>> {
         let sel = server_selectors(filter, kind)?;
         if sel.matches_nothing {
             return Ok(None);
@@ -96,53 +107,101 @@ impl Inner {
             return Ok((Vec::new(), None));
         };
         let scope = self.list_scope();
-        let target = Target { kind: kind.as_str(), name: scope.unwrap_or("*") };
+        let target = Target {
+            kind: kind.as_str(),
+            name: scope.unwrap_or("*"),
+        };
         let (resources, next) = match kind {
             WorkloadKind::Pod => {
-                let list = self.api::<Pod>(scope).list(&lp).await.map_err(|e| from_kube(e, target))?;
-                let rs = list.items.iter().map(|p| pod_to_resource(&self.name, p)).collect::<Result<Vec<_>>>()?;
+                let list = self
+                    .api::<Pod>(scope)
+                    .list(&lp)
+                    .await
+                    .map_err(|e| from_kube(e, target))?;
+                let rs = list
+                    .items
+                    .iter()
+                    .map(|p| pod_to_resource(&self.name, p))
+                    .collect::<Result<Vec<_>>>()?;
                 (rs, list.metadata.continue_)
             }
             WorkloadKind::Deployment => {
-                let list = self.api::<Deployment>(scope).list(&lp).await.map_err(|e| from_kube(e, target))?;
-                let rs = list.items.iter().map(|d| deployment_to_resource(&self.name, d)).collect::<Result<Vec<_>>>()?;
+                let list = self
+                    .api::<Deployment>(scope)
+                    .list(&lp)
+                    .await
+                    .map_err(|e| from_kube(e, target))?;
+                let rs = list
+                    .items
+                    .iter()
+                    .map(|d| deployment_to_resource(&self.name, d))
+                    .collect::<Result<Vec<_>>>()?;
                 (rs, list.metadata.continue_)
             }
             WorkloadKind::StatefulSet => {
-                let list = self.api::<StatefulSet>(scope).list(&lp).await.map_err(|e| from_kube(e, target))?;
-                let rs = list.items.iter().map(|s| statefulset_to_resource(&self.name, s)).collect::<Result<Vec<_>>>()?;
+                let list = self
+                    .api::<StatefulSet>(scope)
+                    .list(&lp)
+                    .await
+                    .map_err(|e| from_kube(e, target))?;
+                let rs = list
+                    .items
+                    .iter()
+                    .map(|s| statefulset_to_resource(&self.name, s))
+                    .collect::<Result<Vec<_>>>()?;
                 (rs, list.metadata.continue_)
             }
         };
-        let matching = resources.into_iter().filter(|r| filter.matches(r)).collect();
+        let matching = resources
+            .into_iter()
+            .filter(|r| filter.matches(r))
+            .collect();
         Ok((matching, next.filter(|c| !c.is_empty())))
     }
 
     /// One page of the listing that starts at `token` (the first page for `None`).
-    pub(crate) async fn list_page(&self, filter: &ResourceFilter, token: Option<&PageToken>) -> Result<ResourcePage> {
+    pub(crate) async fn list_page(
+        &self,
+        filter: &ResourceFilter,
+        token: Option<&PageToken>,
+    ) -> Result<ResourcePage> {
         let kinds = kinds_for(filter);
         let (index, cont) = match token {
             Some(t) => (t.kind_index, t.continue_token.clone()),
             None => (0, None),
         };
         let Some(&kind) = kinds.get(index) else {
-            return if token.is_some() {
-                Err(Error::invalid("page token", format!("{} does not belong to this filter", token.expect("some"))))
-            } else {
-                Ok(ResourcePage { resources: Vec::new(), next: None })
+            return match token {
+                Some(t) => Err(Error::invalid(
+                    "page token",
+                    format!("{t} does not belong to this filter"),
+                )),
+                None => Ok(ResourcePage {
+                    resources: Vec::new(),
+                    next: None,
+                }),
             };
         };
         let (resources, server_next) = self.server_page(filter, kind, cont).await?;
         let next = match server_next {
-            Some(c) => Some(PageToken { kind_index: index, continue_token: Some(c) }),
-            None if index + 1 < kinds.len() => Some(PageToken { kind_index: index + 1, continue_token: None }),
+            Some(c) => Some(PageToken {
+                kind_index: index,
+                continue_token: Some(c),
+            }),
+            None if index + 1 < kinds.len() => Some(PageToken {
+                kind_index: index + 1,
+                continue_token: None,
+            }),
             None => None,
         };
         Ok(ResourcePage { resources, next })
     }
 
     /// Every page, lazily: the next request is made when the previous page is consumed.
-    pub(crate) fn list_pages(self, filter: ResourceFilter) -> BoxStream<'static, Result<Vec<Resource>>> {
+    pub(crate) fn list_pages(
+        self,
+        filter: ResourceFilter,
+    ) -> BoxStream<'static, Result<Vec<Resource>>> {
         // State: None = done; Some(None) = first page; Some(Some(t)) = continue at t.
         stream::unfold(Some(None::<PageToken>), move |state| {
             let inner = self.clone();
@@ -185,7 +244,10 @@ impl Inner {
     /// Finds an object by UID, one page at a time.
     pub(crate) async fn find_by_uid(&self, uid: &str) -> Result<Resource> {
         let filter = ResourceFilter {
-            kinds: WorkloadKind::ALL.iter().map(|k| k.as_str().to_owned()).collect(),
+            kinds: WorkloadKind::ALL
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect(),
             ..ResourceFilter::default()
         };
         let mut pages = self.clone().list_pages(filter);
@@ -204,9 +266,15 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip() {
-        let t = PageToken { kind_index: 1, continue_token: Some("1001:ns/a".into()) };
+        let t = PageToken {
+            kind_index: 1,
+            continue_token: Some("1001:ns/a".into()),
+        };
         assert_eq!(t.to_string().parse::<PageToken>().unwrap(), t);
-        let t = PageToken { kind_index: 2, continue_token: None };
+        let t = PageToken {
+            kind_index: 2,
+            continue_token: None,
+        };
         assert_eq!(t.to_string().parse::<PageToken>().unwrap(), t);
         assert!("x".parse::<PageToken>().is_err());
     }

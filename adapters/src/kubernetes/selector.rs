@@ -52,11 +52,12 @@ pub fn label_selector_string(selector: &LabelSelector) -> Result<Option<String>>
 /// `all` sub-filters (an AND), recursively. `any` and `not` stay client-side.
 fn conjunctive_labels(filter: &ResourceFilter, out: &mut LabelSelector) {
     for (k, v) in &filter.label_selector.match_labels {
-        out.match_expressions.push(ire_core::SelectorRequirement::new(
-            k.clone(),
-            Operator::Equals,
-            [v.clone()],
-        ));
+        out.match_expressions
+            .push(ire_core::SelectorRequirement::new(
+                k.clone(),
+                Operator::Equals,
+                [v.clone()],
+            ));
     }
     out.match_expressions
         .extend(filter.label_selector.match_expressions.iter().cloned());
@@ -126,10 +127,15 @@ fn check_key(k: &str) -> Result<()> {
             && p.len() <= 253
             && p.split('.').all(|l| {
                 !l.is_empty()
-                    && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && l.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             });
         if !ok {
-            return Err(label_error("key", k, "has a prefix that is not a DNS subdomain"));
+            return Err(label_error(
+                "key",
+                k,
+                "has a prefix that is not a DNS subdomain",
+            ));
         }
     }
     if !is_label_name(name) {
@@ -164,8 +170,16 @@ mod tests {
             .with_label("app", "web")
             .with_expression(SelectorRequirement::new("tier", Operator::In, ["a", "b"]))
             .with_expression(SelectorRequirement::new("env", Operator::NotIn, ["prod"]))
-            .with_expression(SelectorRequirement::new("x", Operator::Exists, Vec::<String>::new()))
-            .with_expression(SelectorRequirement::new("y", Operator::DoesNotExist, Vec::<String>::new()))
+            .with_expression(SelectorRequirement::new(
+                "x",
+                Operator::Exists,
+                Vec::<String>::new(),
+            ))
+            .with_expression(SelectorRequirement::new(
+                "y",
+                Operator::DoesNotExist,
+                Vec::<String>::new(),
+            ))
             .with_expression(SelectorRequirement::new("z", Operator::NotEquals, ["1"]))
             .with_expression(SelectorRequirement::new("w", Operator::Equals, ["2"]));
         let s = server_selectors(&f, WorkloadKind::Pod).unwrap();
@@ -178,9 +192,14 @@ mod tests {
 
     #[test]
     fn exact_name_and_phases_become_field_selectors() {
-        let f = ResourceFilter::everything().with_name("web-0").with_status("running");
+        let f = ResourceFilter::everything()
+            .with_name("web-0")
+            .with_status("running");
         let s = server_selectors(&f, WorkloadKind::Pod).unwrap();
-        assert_eq!(s.field_selector.as_deref(), Some("metadata.name=web-0,status.phase=Running"));
+        assert_eq!(
+            s.field_selector.as_deref(),
+            Some("metadata.name=web-0,status.phase=Running")
+        );
         let f = ResourceFilter::everything()
             .with_name("web-*")
             .with_status("running")
@@ -191,7 +210,11 @@ mod tests {
             Some("status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown")
         );
         let f = ResourceFilter::everything().with_status("paused");
-        assert!(server_selectors(&f, WorkloadKind::Pod).unwrap().matches_nothing);
+        assert!(
+            server_selectors(&f, WorkloadKind::Pod)
+                .unwrap()
+                .matches_nothing
+        );
     }
 
     #[test]

@@ -21,7 +21,9 @@ use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use serde::de::DeserializeOwned;
 
-use super::convert::{deployment_to_resource, pod_to_resource, statefulset_to_resource, WorkloadKind};
+use super::convert::{
+    deployment_to_resource, pod_to_resource, statefulset_to_resource, WorkloadKind,
+};
 use super::pages::kinds_for;
 use super::selector::server_selectors;
 use super::Inner;
@@ -43,7 +45,11 @@ struct WatchState<K> {
 
 impl<K> WatchState<K> {
     fn event(type_: ResourceEventType, resource: Resource) -> ResourceEvent {
-        ResourceEvent { type_, resource, observed_at: Utc::now() }
+        ResourceEvent {
+            type_,
+            resource,
+            observed_at: Utc::now(),
+        }
     }
 
     fn resource(&self, obj: &K) -> Option<Resource> {
@@ -71,7 +77,11 @@ impl<K> WatchState<K> {
                 });
                 self.known.insert(r.id.clone(), r.clone());
                 if !unchanged {
-                    let t = if known { ResourceEventType::Modified } else { ResourceEventType::Added };
+                    let t = if known {
+                        ResourceEventType::Modified
+                    } else {
+                        ResourceEventType::Added
+                    };
                     out.push(Self::event(t, r));
                 }
             }
@@ -97,8 +107,12 @@ impl<K> WatchState<K> {
             Event::InitDone => {
                 if let Some(seen) = self.relisting.take() {
                     if self.primed {
-                        let gone: Vec<String> =
-                            self.known.keys().filter(|id| !seen.contains(*id)).cloned().collect();
+                        let gone: Vec<String> = self
+                            .known
+                            .keys()
+                            .filter(|id| !seen.contains(*id))
+                            .cloned()
+                            .collect();
                         for id in gone {
                             if let Some(r) = self.known.remove(&id) {
                                 out.push(Self::event(ResourceEventType::Deleted, r));
@@ -131,7 +145,12 @@ fn watch_error(e: watcher::Error) -> Error {
 }
 
 /// A primed watch of one kind.
-async fn watch_kind<K>(inner: &Inner, kind: WorkloadKind, filter: &ResourceFilter, convert: Convert<K>) -> Result<BoxStream<'static, ResourceEvent>>
+async fn watch_kind<K>(
+    inner: &Inner,
+    kind: WorkloadKind,
+    filter: &ResourceFilter,
+    convert: Convert<K>,
+) -> Result<BoxStream<'static, ResourceEvent>>
 where
     K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -168,7 +187,12 @@ where
                     }
                 }
                 Some(Err(e)) => return Err(watch_error(e)),
-                None => return Err(Error::unavailable("watching the Kubernetes API server", std::io::Error::other("the watch ended during its initial list"))),
+                None => {
+                    return Err(Error::unavailable(
+                        "watching the Kubernetes API server",
+                        std::io::Error::other("the watch ended during its initial list"),
+                    ))
+                }
             }
         }
     })
@@ -176,7 +200,10 @@ where
     match primed {
         Ok(r) => r?,
         Err(_) => {
-            return Err(Error::Timeout { operation: format!("initial list of a {} watch", kind.as_str()), after: INITIAL_LIST_TIMEOUT })
+            return Err(Error::Timeout {
+                operation: format!("initial list of a {} watch", kind.as_str()),
+                after: INITIAL_LIST_TIMEOUT,
+            })
         }
     }
     let adapter = inner.name.clone();
@@ -204,8 +231,12 @@ impl Inner {
         for kind in kinds_for(filter) {
             let s = match kind {
                 WorkloadKind::Pod => watch_kind::<Pod>(self, kind, filter, pod_to_resource).await?,
-                WorkloadKind::Deployment => watch_kind::<Deployment>(self, kind, filter, deployment_to_resource).await?,
-                WorkloadKind::StatefulSet => watch_kind::<StatefulSet>(self, kind, filter, statefulset_to_resource).await?,
+                WorkloadKind::Deployment => {
+                    watch_kind::<Deployment>(self, kind, filter, deployment_to_resource).await?
+                }
+                WorkloadKind::StatefulSet => {
+                    watch_kind::<StatefulSet>(self, kind, filter, statefulset_to_resource).await?
+                }
             };
             streams.push(s);
         }

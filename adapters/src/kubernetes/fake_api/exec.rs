@@ -58,7 +58,9 @@ pub fn upgrade(
         ));
     }
     if command.is_empty() {
-        return error_response(&ApiError::bad_request("you must specify at least one command for the container"));
+        return error_response(&ApiError::bad_request(
+            "you must specify at least one command for the container",
+        ));
     }
     let containers: Vec<String> = pod_obj["spec"]["containers"]
         .as_array()
@@ -187,12 +189,21 @@ impl Session {
         let (mut tx, mut rx) = ws.split();
         // The real server opens each channel with a one-byte frame.
         for ch in [STDOUT, STDERR] {
-            if tx.send(Message::Binary(Bytes::from(vec![ch]))).await.is_err() {
+            if tx
+                .send(Message::Binary(Bytes::from(vec![ch])))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
         let status = if let Some(sig) = parse_kill(&self.command) {
-            let r = self.shared.store.lock().expect("store lock").signal(&self.ns, &self.pod, sig);
+            let r = self
+                .shared
+                .store
+                .lock()
+                .expect("store lock")
+                .signal(&self.ns, &self.pod, sig);
             match r {
                 Ok(()) => success(),
                 Err(e) => failure(e.message, "InternalError", None),
@@ -283,7 +294,11 @@ impl Session {
                     Some(code),
                 )
             }
-            Err(e) => failure(format!("waiting for the command: {e}"), "InternalError", None),
+            Err(e) => failure(
+                format!("waiting for the command: {e}"),
+                "InternalError",
+                None,
+            ),
         }
     }
 }

@@ -83,7 +83,8 @@ impl FakeApiServer {
                     },
                 };
                 let shared = shared.clone();
-                let svc = hyper::service::service_fn(move |req| server::handle(shared.clone(), req));
+                let svc =
+                    hyper::service::service_fn(move |req| server::handle(shared.clone(), req));
                 conns.spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -176,7 +177,14 @@ impl FakeCluster {
         }
     }
 
-    fn workload(&self, plural: &'static str, ns: &str, name: &str, replicas: i32, labels: &[(&str, &str)]) -> Value {
+    fn workload(
+        &self,
+        plural: &'static str,
+        ns: &str,
+        name: &str,
+        replicas: i32,
+        labels: &[(&str, &str)],
+    ) -> Value {
         let mut selector: BTreeMap<&str, &str> = labels.iter().copied().collect();
         if selector.is_empty() {
             selector.insert("app", name);
@@ -197,12 +205,24 @@ impl FakeCluster {
     }
 
     /// Adds a deployment whose controller starts `replicas` pods.
-    pub fn add_deployment(&self, ns: &str, name: &str, replicas: i32, labels: &[(&str, &str)]) -> Value {
+    pub fn add_deployment(
+        &self,
+        ns: &str,
+        name: &str,
+        replicas: i32,
+        labels: &[(&str, &str)],
+    ) -> Value {
         self.workload(DEPLOYMENTS, ns, name, replicas, labels)
     }
 
     /// Adds a statefulset whose controller starts pods `<name>-0..replicas`.
-    pub fn add_statefulset(&self, ns: &str, name: &str, replicas: i32, labels: &[(&str, &str)]) -> Value {
+    pub fn add_statefulset(
+        &self,
+        ns: &str,
+        name: &str,
+        replicas: i32,
+        labels: &[(&str, &str)],
+    ) -> Value {
         self.workload(STATEFULSETS, ns, name, replicas, labels)
     }
 
@@ -224,9 +244,16 @@ impl FakeCluster {
     /// Names of the pods in a namespace, in the API's order.
     pub fn pod_names(&self, ns: &str) -> Vec<String> {
         self.with(|s| {
-            s.list(PODS, Some(ns), &Default::default(), &Default::default(), None, None)
-                .map(|(items, _, _)| items.iter().map(store::name_of).collect())
-                .unwrap_or_default()
+            s.list(
+                PODS,
+                Some(ns),
+                &Default::default(),
+                &Default::default(),
+                None,
+                None,
+            )
+            .map(|(items, _, _)| items.iter().map(store::name_of).collect())
+            .unwrap_or_default()
         })
     }
 
@@ -238,7 +265,10 @@ impl FakeCluster {
 
     /// Replaces a pod's labels.
     pub fn set_pod_labels(&self, ns: &str, name: &str, labels: &[(&str, &str)]) {
-        let labels = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         self.with(|s| s.set_pod_labels(ns, name, &labels))
             .unwrap_or_else(|e| panic!("{}", e.message));
     }

@@ -80,7 +80,10 @@ fn parse_requirement(part: &str) -> Result<LabelRequirement, String> {
         return Ok(LabelRequirement::DoesNotExist(valid_key(key.trim())?));
     }
     for (op, build) in [
-        ("!=", LabelRequirement::NotEquals as fn(String, String) -> LabelRequirement),
+        (
+            "!=",
+            LabelRequirement::NotEquals as fn(String, String) -> LabelRequirement,
+        ),
         ("==", LabelRequirement::Equals),
         ("=", LabelRequirement::Equals),
     ] {
@@ -176,9 +179,7 @@ impl ParsedFieldSelector {
                 _ => ["metadata.name", "metadata.namespace"].contains(&field),
             };
             if !supported {
-                return Err(format!(
-                    "field label not supported: {field}"
-                ));
+                return Err(format!("field label not supported: {field}"));
             }
             reqs.push((field.to_owned(), equal, value.trim().to_owned()));
         }
@@ -211,11 +212,22 @@ mod tests {
 
     #[test]
     fn label_selector_grammar_is_parsed() {
-        let s = ParsedLabelSelector::parse("app=web,tier in (a, b),!gone,env notin (prod),x").unwrap();
+        let s =
+            ParsedLabelSelector::parse("app=web,tier in (a, b),!gone,env notin (prod),x").unwrap();
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "b"), ("x", "")])));
         assert!(!s.matches(&labels(&[("app", "web"), ("tier", "c"), ("x", "")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "a"), ("x", ""), ("gone", "1")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "a"), ("x", ""), ("env", "prod")])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "a"),
+            ("x", ""),
+            ("gone", "1")
+        ])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "a"),
+            ("x", ""),
+            ("env", "prod")
+        ])));
         assert!(ParsedLabelSelector::parse("a in (b").is_err());
         assert!(ParsedLabelSelector::parse("a in ()").is_err());
         assert!(ParsedLabelSelector::parse("a=b c").is_err());
@@ -226,7 +238,11 @@ mod tests {
         let e = ParsedFieldSelector::parse("spec.image=x", "pods").unwrap_err();
         assert!(e.contains("field label not supported"), "{e}");
         let f = ParsedFieldSelector::parse("status.phase!=Failed,metadata.name=a", "pods").unwrap();
-        assert!(f.matches(&serde_json::json!({"metadata": {"name": "a"}, "status": {"phase": "Running"}})));
-        assert!(!f.matches(&serde_json::json!({"metadata": {"name": "a"}, "status": {"phase": "Failed"}})));
+        assert!(f.matches(
+            &serde_json::json!({"metadata": {"name": "a"}, "status": {"phase": "Running"}})
+        ));
+        assert!(!f.matches(
+            &serde_json::json!({"metadata": {"name": "a"}, "status": {"phase": "Failed"}})
+        ));
     }
 }

@@ -57,6 +57,9 @@ fn not_served() -> ApiError {
     }
 }
 
+/// A served path: (plural, namespace, name, subresource).
+type Route<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
 /// Handles one request.
 pub async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let query: Vec<(String, String)> = req
@@ -65,11 +68,15 @@ pub async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<B
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
     let path = req.uri().path().to_owned();
-    shared.store.lock().expect("store lock").record(RecordedRequest {
-        method: req.method().to_string(),
-        path: path.clone(),
-        query: query.clone(),
-    });
+    shared
+        .store
+        .lock()
+        .expect("store lock")
+        .record(RecordedRequest {
+            method: req.method().to_string(),
+            path: path.clone(),
+            query: query.clone(),
+        });
     let q = |name: &str| {
         query
             .iter()
@@ -78,7 +85,7 @@ pub async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<B
     };
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     // (plural, namespace, name, subresource)
-    let route: Option<(&str, Option<&str>, Option<&str>, Option<&str>)> = match segs.as_slice() {
+    let route: Option<Route<'_>> = match segs.as_slice() {
         ["version"] => {
             return Ok(json_response(
                 StatusCode::OK,
@@ -106,6 +113,49 @@ pub async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<B
                 }),
             ));
         }
+        ["apis", "metrics.k8s.io", "v1beta1", "namespaces", ns, "pods"] => {
+            let store = shared.store.lock().expect("store lock");
+            if !store.metrics_served {
+                return Ok(error_response(&not_served()));
+            }
+            let labels = match ParsedLabelSelector::parse(&q("labelSelector").unwrap_or_default()) {
+                Ok(s) => s,
+                Err(e) => {
+                    return Ok(error_response(&ApiError::bad_request(format!(
+                        "unable to parse requirement: {e}"
+                    ))))
+                }
+            };
+            let limit = q("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l > 0);
+            let r = store.list(
+                PODS,
+                Some(ns),
+                &labels,
+                &Default::default(),
+                limit,
+                q("continue").as_deref(),
+            );
+            return Ok(match r {
+                Ok((pods, cont, rv)) => {
+                    let items: Vec<Value> = pods
+                        .iter()
+                        .filter_map(|p| store.pod_metrics(ns, &store::name_of(p)).ok())
+                        .map(strip_type)
+                        .collect();
+                    let mut meta = json!({"resourceVersion": rv.to_string()});
+                    if let Some(c) = cont {
+                        meta["continue"] = json!(c);
+                    }
+                    json_response(
+                        StatusCode::OK,
+                        &json!({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": meta, "items": items}),
+                    )
+                }
+                Err(e) => error_response(&e),
+            });
+        }
         ["apis", "metrics.k8s.io", "v1beta1", "namespaces", ns, "pods", name] => {
             let store = shared.store.lock().expect("store lock");
             if !store.metrics_served {
@@ -119,10 +169,14 @@ pub async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<B
         ["api", "v1", plural] => Some((plural, None, None, None)),
         ["api", "v1", "namespaces", ns, plural] => Some((plural, Some(ns), None, None)),
         ["api", "v1", "namespaces", ns, plural, name] => Some((plural, Some(ns), Some(name), None)),
-        ["api", "v1", "namespaces", ns, plural, name, sub] => Some((plural, Some(ns), Some(name), Some(sub))),
+        ["api", "v1", "namespaces", ns, plural, name, sub] => {
+            Some((plural, Some(ns), Some(name), Some(sub)))
+        }
         ["apis", "apps", "v1", plural] => Some((plural, None, None, None)),
         ["apis", "apps", "v1", "namespaces", ns, plural] => Some((plural, Some(ns), None, None)),
-        ["apis", "apps", "v1", "namespaces", ns, plural, name] => Some((plural, Some(ns), Some(name), None)),
+        ["apis", "apps", "v1", "namespaces", ns, plural, name] => {
+            Some((plural, Some(ns), Some(name), None))
+        }
         ["apis", "apps", "v1", "namespaces", ns, plural, name, sub] => {
             Some((plural, Some(ns), Some(name), Some(sub)))
         }
@@ -144,29 +198,56 @@ pub async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<B
         (Method::GET, ns, None, None) => {
             let labels = match ParsedLabelSelector::parse(&q("labelSelector").unwrap_or_default()) {
                 Ok(s) => s,
-                Err(e) => return Ok(error_response(&ApiError::bad_request(format!("unable to parse requirement: {e}")))),
+                Err(e) => {
+                    return Ok(error_response(&ApiError::bad_request(format!(
+                        "unable to parse requirement: {e}"
+                    ))))
+                }
             };
-            let fields = match ParsedFieldSelector::parse(&q("fieldSelector").unwrap_or_default(), plural) {
-                Ok(s) => s,
-                Err(e) => return Ok(error_response(&ApiError::bad_request(e))),
-            };
+            let fields =
+                match ParsedFieldSelector::parse(&q("fieldSelector").unwrap_or_default(), plural) {
+                    Ok(s) => s,
+                    Err(e) => return Ok(error_response(&ApiError::bad_request(e))),
+                };
             if matches!(q("watch").as_deref(), Some("true" | "1")) {
                 let rv = q("resourceVersion").filter(|v| !v.is_empty() && v != "0");
                 let rv = match rv.map(|v| v.parse::<u64>()) {
                     None => None,
                     Some(Ok(v)) => Some(v),
-                    Some(Err(_)) => return Ok(error_response(&ApiError::bad_request("invalid resource version"))),
+                    Some(Err(_)) => {
+                        return Ok(error_response(&ApiError::bad_request(
+                            "invalid resource version",
+                        )))
+                    }
                 };
                 let timeout = q("timeoutSeconds")
                     .and_then(|t| t.parse().ok())
                     .map(Duration::from_secs)
                     .unwrap_or(Duration::from_secs(1800));
                 let bookmarks = q("allowWatchBookmarks").as_deref() == Some("true");
-                return Ok(watch(shared, plural, ns.map(str::to_owned), labels, fields, rv, timeout, bookmarks));
+                return Ok(watch(
+                    shared,
+                    plural,
+                    ns.map(str::to_owned),
+                    labels,
+                    fields,
+                    rv,
+                    timeout,
+                    bookmarks,
+                ));
             }
-            let limit = q("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+            let limit = q("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l > 0);
             let store = shared.store.lock().expect("store lock");
-            match store.list(plural, ns, &labels, &fields, limit, q("continue").as_deref()) {
+            match store.list(
+                plural,
+                ns,
+                &labels,
+                &fields,
+                limit,
+                q("continue").as_deref(),
+            ) {
                 Ok((items, cont, rv)) => {
                     let items: Vec<Value> = items.into_iter().map(strip_type).collect();
                     let mut meta = json!({"resourceVersion": rv.to_string()});
@@ -186,14 +267,22 @@ pub async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<B
                 Ok(b) => b,
                 Err(e) => return Ok(error_response(&e)),
             };
-            let r = shared.store.lock().expect("store lock").create(plural, ns, body);
+            let r = shared
+                .store
+                .lock()
+                .expect("store lock")
+                .create(plural, ns, body);
             Ok(match r {
                 Ok(o) => json_response(StatusCode::CREATED, &o),
                 Err(e) => error_response(&e),
             })
         }
         (Method::GET, Some(ns), Some(name), None) => {
-            let r = shared.store.lock().expect("store lock").get(plural, ns, name);
+            let r = shared
+                .store
+                .lock()
+                .expect("store lock")
+                .get(plural, ns, name);
             Ok(match r {
                 Ok(o) => json_response(StatusCode::OK, &o),
                 Err(e) => error_response(&e),
@@ -203,7 +292,11 @@ pub async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<B
             let grace_q = q("gracePeriodSeconds").and_then(|g| g.parse::<i64>().ok());
             let body = read_json(req).await.unwrap_or(Value::Null);
             let grace = body["gracePeriodSeconds"].as_i64().or(grace_q);
-            let r = shared.store.lock().expect("store lock").delete(plural, ns, name, grace);
+            let r = shared
+                .store
+                .lock()
+                .expect("store lock")
+                .delete(plural, ns, name, grace);
             match r {
                 Ok((obj, pending)) => {
                     if let Some(grace) = pending {
@@ -231,7 +324,11 @@ pub async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<B
                 Ok(b) => b,
                 Err(e) => return Ok(error_response(&e)),
             };
-            let r = shared.store.lock().expect("store lock").replace(plural, ns, name, body);
+            let r = shared
+                .store
+                .lock()
+                .expect("store lock")
+                .replace(plural, ns, name, body);
             Ok(match r {
                 Ok(o) => json_response(StatusCode::OK, &o),
                 Err(e) => error_response(&e),
@@ -273,7 +370,11 @@ pub async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<B
             })
         }
         (Method::GET, Some(ns), Some(name), Some("scale")) if plural != PODS => {
-            let r = shared.store.lock().expect("store lock").get(plural, ns, name);
+            let r = shared
+                .store
+                .lock()
+                .expect("store lock")
+                .get(plural, ns, name);
             Ok(match r {
                 Ok(o) => json_response(StatusCode::OK, &scale_of(&o)),
                 Err(e) => error_response(&e),
@@ -373,7 +474,14 @@ fn watch(
         match rv {
             None => {
                 let (items, _, _) = store
-                    .list(plural, None, &Default::default(), &Default::default(), None, None)
+                    .list(
+                        plural,
+                        None,
+                        &Default::default(),
+                        &Default::default(),
+                        None,
+                        None,
+                    )
                     .expect("unpaged list");
                 let lines: Vec<Bytes> = items
                     .iter()
@@ -448,7 +556,8 @@ fn watch(
         }
     });
     let body = StreamBody::new(futures::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|o| o.map(|b| Ok::<_, Infallible>(Frame::data(b))))
+        rx.poll_recv(cx)
+            .map(|o| o.map(|b| Ok::<_, Infallible>(Frame::data(b))))
     }));
     Response::builder()
         .status(StatusCode::OK)

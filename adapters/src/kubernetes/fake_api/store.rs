@@ -248,7 +248,13 @@ impl Store {
         format!("{}{:x}", &u[..5], self.counter % 16)
     }
 
-    fn emit(&mut self, plural: &'static str, type_: &'static str, object: Value, previous: Option<Value>) {
+    fn emit(
+        &mut self,
+        plural: &'static str,
+        type_: &'static str,
+        object: Value,
+        previous: Option<Value>,
+    ) {
         let rv = object["metadata"]["resourceVersion"]
             .as_str()
             .and_then(|s| s.parse().ok())
@@ -302,12 +308,12 @@ impl Store {
         use std::ops::Bound;
         let (list_rv, start) = match continue_token {
             Some(t) => {
-                let (rv, rest) = t
-                    .split_once(':')
-                    .ok_or_else(|| ApiError::bad_request(format!("continue key is not valid: {t:?}")))?;
-                let rv: u64 = rv
-                    .parse()
-                    .map_err(|_| ApiError::bad_request(format!("continue key is not valid: {t:?}")))?;
+                let (rv, rest) = t.split_once(':').ok_or_else(|| {
+                    ApiError::bad_request(format!("continue key is not valid: {t:?}"))
+                })?;
+                let rv: u64 = rv.parse().map_err(|_| {
+                    ApiError::bad_request(format!("continue key is not valid: {t:?}"))
+                })?;
                 if rv + 1 < self.compacted_before {
                     return Err(ApiError {
                         code: 410,
@@ -316,10 +322,13 @@ impl Store {
                         details: None,
                     });
                 }
-                let (ns, name) = rest
-                    .split_once('/')
-                    .ok_or_else(|| ApiError::bad_request(format!("continue key is not valid: {t:?}")))?;
-                (rv, Bound::Excluded((plural, ns.to_owned(), name.to_owned())))
+                let (ns, name) = rest.split_once('/').ok_or_else(|| {
+                    ApiError::bad_request(format!("continue key is not valid: {t:?}"))
+                })?;
+                (
+                    rv,
+                    Bound::Excluded((plural, ns.to_owned(), name.to_owned())),
+                )
             }
             None => (
                 self.rv,
@@ -355,14 +364,22 @@ impl Store {
     }
 
     /// Creates an object (`generateName` honoured), as the API server and kubelet would.
-    pub fn create(&mut self, plural: &'static str, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
+    pub fn create(
+        &mut self,
+        plural: &'static str,
+        ns: &str,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
         let info = type_info(plural).expect("served type");
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
         }
         let mut name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
         if name.is_empty() {
-            let prefix = obj["metadata"]["generateName"].as_str().unwrap_or("").to_owned();
+            let prefix = obj["metadata"]["generateName"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
             if prefix.is_empty() {
                 return Err(ApiError::invalid(
                     plural,
@@ -379,7 +396,10 @@ impl Store {
                 format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"),
             ));
         }
-        if self.objects.contains_key(&(plural, ns.to_owned(), name.clone())) {
+        if self
+            .objects
+            .contains_key(&(plural, ns.to_owned(), name.clone()))
+        {
             return Err(ApiError {
                 code: 409,
                 reason: "AlreadyExists",
@@ -393,7 +413,11 @@ impl Store {
             &obj["spec"]["template"]["spec"]["containers"]
         };
         if containers.as_array().is_none_or(|c| c.is_empty()) {
-            return Err(ApiError::invalid(plural, &name, "spec.containers: Required value"));
+            return Err(ApiError::invalid(
+                plural,
+                &name,
+                "spec.containers: Required value",
+            ));
         }
         obj["apiVersion"] = json!(info.api_version);
         obj["kind"] = json!(info.kind);
@@ -454,7 +478,9 @@ impl Store {
     }
 
     fn remove(&mut self, plural: &'static str, ns: &str, name: &str) -> Option<Value> {
-        let mut obj = self.objects.remove(&(plural, ns.to_owned(), name.to_owned()))?;
+        let mut obj = self
+            .objects
+            .remove(&(plural, ns.to_owned(), name.to_owned()))?;
         let rv = self.next_rv();
         let previous = obj.clone();
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -479,7 +505,13 @@ impl Store {
     }
 
     /// Replaces an object (PUT), checking `resourceVersion` and what may change.
-    pub fn replace(&mut self, plural: &'static str, ns: &str, name: &str, new: Value) -> Result<Value, ApiError> {
+    pub fn replace(
+        &mut self,
+        plural: &'static str,
+        ns: &str,
+        name: &str,
+        new: Value,
+    ) -> Result<Value, ApiError> {
         let old = self.get(plural, ns, name)?;
         if let Some(rv) = new["metadata"]["resourceVersion"].as_str() {
             if Some(rv) != old["metadata"]["resourceVersion"].as_str() {
@@ -495,16 +527,36 @@ impl Store {
     }
 
     /// Applies a JSON merge patch (RFC 7386).
-    pub fn merge_patch(&mut self, plural: &'static str, ns: &str, name: &str, patch: &Value) -> Result<Value, ApiError> {
+    pub fn merge_patch(
+        &mut self,
+        plural: &'static str,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
         let old = self.get(plural, ns, name)?;
         let mut new = old.clone();
         merge(&mut new, patch);
         self.update(plural, ns, name, old, new)
     }
 
-    fn update(&mut self, plural: &'static str, ns: &str, name: &str, old: Value, mut new: Value) -> Result<Value, ApiError> {
+    fn update(
+        &mut self,
+        plural: &'static str,
+        ns: &str,
+        name: &str,
+        old: Value,
+        mut new: Value,
+    ) -> Result<Value, ApiError> {
         // Identity and server-set fields cannot be changed by a client.
-        for f in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "ownerReferences"] {
+        for f in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "ownerReferences",
+        ] {
             new["metadata"][f] = old["metadata"][f].clone();
         }
         if let Some(m) = new["metadata"].as_object_mut() {
@@ -530,7 +582,11 @@ impl Store {
             }
         } else {
             if new["spec"]["replicas"].as_i64().is_some_and(|r| r < 0) {
-                return Err(ApiError::invalid(plural, name, "spec.replicas: Invalid value: must be greater than or equal to 0"));
+                return Err(ApiError::invalid(
+                    plural,
+                    name,
+                    "spec.replicas: Invalid value: must be greater than or equal to 0",
+                ));
             }
             if new["spec"] != old["spec"] {
                 let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
@@ -552,12 +608,12 @@ impl Store {
                     .map(name_of)
                     .collect();
                 for p in old_pods {
-                    self.objects.remove(&(PODS, ns.to_owned(), p.clone())).map(|mut o| {
+                    if let Some(mut o) = self.objects.remove(&(PODS, ns.to_owned(), p.clone())) {
                         let prev = o.clone();
                         let rv = self.next_rv();
                         o["metadata"]["resourceVersion"] = json!(rv.to_string());
                         self.emit(PODS, "DELETED", o, Some(prev));
-                    });
+                    }
                 }
             }
             self.reconcile(plural, ns, name);
@@ -605,7 +661,10 @@ impl Store {
                     loop {
                         let candidate = format!("{name}-{ordinal_next}");
                         ordinal_next += 1;
-                        if !self.objects.contains_key(&(PODS, ns.to_owned(), candidate.clone())) {
+                        if !self
+                            .objects
+                            .contains_key(&(PODS, ns.to_owned(), candidate.clone()))
+                        {
                             break candidate;
                         }
                     }
@@ -663,10 +722,11 @@ impl Store {
             .or_default()
             .push(signal);
         if [1, 2, 3, 6, 15].contains(&signal) {
-            let rc = pod["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0);
+            let rc = pod["status"]["containerStatuses"][0]["restartCount"]
+                .as_i64()
+                .unwrap_or(0);
             pod["status"]["containerStatuses"][0]["restartCount"] = json!(rc + 1);
-            pod["status"]["containerStatuses"][0]["lastState"] =
-                json!({"terminated": {"exitCode": 128 + signal, "reason": "Error", "finishedAt": now()}});
+            pod["status"]["containerStatuses"][0]["lastState"] = json!({"terminated": {"exitCode": 128 + signal, "reason": "Error", "finishedAt": now()}});
             self.commit(PODS, pod, "MODIFIED");
         }
         Ok(())
@@ -682,8 +742,10 @@ impl Store {
 
     /// Sets what metrics-server reports for a pod (CPU and memory quantities).
     pub fn set_pod_metrics(&mut self, ns: &str, name: &str, cpu: &str, memory: &str) {
-        self.pod_metrics
-            .insert((ns.to_owned(), name.to_owned()), (cpu.to_owned(), memory.to_owned()));
+        self.pod_metrics.insert(
+            (ns.to_owned(), name.to_owned()),
+            (cpu.to_owned(), memory.to_owned()),
+        );
     }
 
     /// The metrics.k8s.io `PodMetrics` of a pod.
@@ -706,7 +768,11 @@ impl Store {
             .enumerate()
             .map(|(i, c)| {
                 // The whole usage is reported on the first container.
-                let (cpu, mem) = if i == 0 { (cpu.as_str(), mem.as_str()) } else { ("0", "0") };
+                let (cpu, mem) = if i == 0 {
+                    (cpu.as_str(), mem.as_str())
+                } else {
+                    ("0", "0")
+                };
                 json!({"name": c["name"], "usage": {"cpu": cpu, "memory": mem}})
             })
             .collect();
@@ -725,13 +791,19 @@ impl Store {
         let mut pod = self.get(PODS, ns, name)?;
         pod["status"]["phase"] = json!(phase);
         let ready = if phase == "Running" { "True" } else { "False" };
-        pod["status"]["conditions"] = json!([{"type": "Ready", "status": ready, "lastTransitionTime": now()}]);
+        pod["status"]["conditions"] =
+            json!([{"type": "Ready", "status": ready, "lastTransitionTime": now()}]);
         self.commit(PODS, pod, "MODIFIED");
         Ok(())
     }
 
     /// Changes a pod's labels.
-    pub fn set_pod_labels(&mut self, ns: &str, name: &str, labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    pub fn set_pod_labels(
+        &mut self,
+        ns: &str,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), ApiError> {
         let mut pod = self.get(PODS, ns, name)?;
         pod["metadata"]["labels"] = json!(labels);
         self.commit(PODS, pod, "MODIFIED");
@@ -780,7 +852,10 @@ pub fn now() -> String {
 
 /// The namespace of an object.
 pub fn ns_of(obj: &Value) -> String {
-    obj["metadata"]["namespace"].as_str().unwrap_or("").to_owned()
+    obj["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// The name of an object.
