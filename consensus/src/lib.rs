@@ -10,6 +10,7 @@ pub mod types;
 
 // The cluster: transport, raft node, client API.
 pub mod client;
+pub mod control;
 pub mod network;
 pub mod node;
 pub mod transport;

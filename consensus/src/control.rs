@@ -1,0 +1,289 @@
+//! A line protocol to drive a [`RaftNode`] from another process: the `ire-raft-node` test
+//! program serves it on a loopback port, and the process tests and the benchmark speak it.
+//!
+//! One request per line, one reply line per request, words separated by spaces (resource
+//! keys and holders contain none). A reply is `ok [...]`, `granted <token>`,
+//! `held <holder>`, `lease <holder> <token>`, `free`, or `err <kind> <class> <message>`
+//! where `kind` is the ire-core error variant and `class` its retry class.
+//!
+//! | request | reply |
+//! |---|---|
+//! | `ping` | `ok` |
+//! | `acquire <key> <holder> <ttl-ms>` | `granted <token>` or `held <holder>` |
+//! | `renew <key> <token> <ttl-ms>` | `ok <token>` |
+//! | `release <key> <token>` | `ok` |
+//! | `lock <key>` | `lease <holder> <token>` or `free` |
+//! | `record <execution-id> <payload-bytes>` | `ok` |
+//! | `execution <execution-id>` | `ok <payload-bytes>` |
+//! | `status` | `ok <json NodeStatus>` |
+//! | `add-learner <id> <addr>` / `promote <id>` / `remove <id>` | `ok` |
+//! | `send-bad <peer-id>` | `ok <json list of the peer's answers to bad frames>` |
+
+use std::time::Duration;
+
+use chrono::Utc;
+use ire_core::{
+    Error, ExecutionRecord, ExecutionStatus, FaultLedger as _, FencingToken, LockOutcome,
+    LockService, ResourceKey,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::client::ConsensusClient;
+use crate::node::RaftNode;
+use crate::transport::frame::{RequestFrame, FRAME_VERSION};
+use crate::transport::{NodeId, RpcKind};
+
+/// Serves the control protocol on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, node: RaftNode) {
+    let client = ConsensusClient::new(node);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let client = client.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut reply = handle(&client, &line).await;
+                reply.push('\n');
+                if write.write_all(reply.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+fn err_line(e: &Error) -> String {
+    let kind = format!("{:?}", e.root());
+    let kind = kind
+        .split([' ', '{', '('])
+        .next()
+        .unwrap_or("Other")
+        .to_string();
+    let class = format!("{:?}", e.class()).to_lowercase();
+    format!(
+        "err {kind} {class} {}",
+        e.chain_message().replace('\n', " ")
+    )
+}
+
+fn arg<'a>(words: &[&'a str], i: usize, what: &str) -> Result<&'a str, Error> {
+    words
+        .get(i)
+        .copied()
+        .ok_or_else(|| Error::invalid(what, "missing"))
+}
+
+fn num(words: &[&str], i: usize, what: &str) -> Result<u64, Error> {
+    arg(words, i, what)?
+        .parse()
+        .map_err(|e| Error::invalid(what, format!("not a number: {e}")))
+}
+
+fn key(words: &[&str], i: usize) -> Result<ResourceKey, Error> {
+    arg(words, i, "key")?
+        .parse()
+        .map_err(|e: ire_core::Error| Error::invalid("key", e.to_string()))
+}
+
+async fn handle(client: &ConsensusClient, line: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match run(client, &words).await {
+        Ok(reply) => reply,
+        Err(e) => err_line(&e),
+    }
+}
+
+async fn run(client: &ConsensusClient, w: &[&str]) -> Result<String, Error> {
+    match w.first().copied().unwrap_or("") {
+        "ping" => Ok("ok".into()),
+        "acquire" => {
+            let ttl = Duration::from_millis(num(w, 3, "ttl")?);
+            match client
+                .acquire(&key(w, 1)?, arg(w, 2, "holder")?, ttl)
+                .await?
+            {
+                LockOutcome::Granted(g) => Ok(format!("granted {}", g.token)),
+                LockOutcome::Held { holder, .. } => {
+                    Ok(format!("held {}", holder.replace(' ', "_")))
+                }
+            }
+        }
+        "renew" => {
+            let ttl = Duration::from_millis(num(w, 3, "ttl")?);
+            let g = client
+                .renew(&key(w, 1)?, FencingToken(num(w, 2, "token")?), ttl)
+                .await?;
+            Ok(format!("ok {}", g.token))
+        }
+        "release" => {
+            client
+                .release(&key(w, 1)?, FencingToken(num(w, 2, "token")?))
+                .await?;
+            Ok("ok".into())
+        }
+        "lock" => {
+            let info = client.lock_info(&key(w, 1)?).await?;
+            Ok(match info.lease {
+                Some(l) => format!("lease {} {}", l.holder, l.token),
+                None => "free".into(),
+            })
+        }
+        "record" => {
+            let id = arg(w, 1, "execution id")?;
+            let size = num(w, 2, "payload size")? as usize;
+            let now = Utc::now();
+            client
+                .record_execution(ExecutionRecord {
+                    id: id.into(),
+                    plugin_name: "bench".into(),
+                    resource_id: format!("rid-{id}"),
+                    resource_name: "bench".into(),
+                    resource_key: None,
+                    start_time: now,
+                    end_time: now,
+                    duration: Duration::ZERO,
+                    status: ExecutionStatus::Success,
+                    error: "x".repeat(size),
+                    metadata: Default::default(),
+                    principal: "bench".into(),
+                    campaign: Some("bench".into()),
+                    step: None,
+                    node: None,
+                    fencing_token: None,
+                    time_to_detect: None,
+                    time_to_recover: None,
+                })
+                .await?;
+            Ok("ok".into())
+        }
+        "execution" => {
+            let r = client.execution(arg(w, 1, "execution id")?).await?;
+            Ok(format!("ok {}", r.error.len()))
+        }
+        "fault" => {
+            let f = client.fault(arg(w, 1, "fault id")?).await?;
+            Ok(format!("ok {}", f.state.name()))
+        }
+        "status" => {
+            let s = client.status().await;
+            Ok(format!(
+                "ok {}",
+                serde_json::to_string(&s).unwrap_or_default()
+            ))
+        }
+        "add-learner" => {
+            client
+                .add_learner(num(w, 1, "node id")?, arg(w, 2, "addr")?, None)
+                .await?;
+            Ok("ok".into())
+        }
+        "promote" => {
+            client.promote(num(w, 1, "node id")?).await?;
+            Ok("ok".into())
+        }
+        "remove" => {
+            client.remove_node(num(w, 1, "node id")?).await?;
+            Ok("ok".into())
+        }
+        "send-bad" => {
+            let peer: NodeId = num(w, 1, "peer id")?;
+            let answers = send_bad_frames(client.node(), peer).await;
+            Ok(format!(
+                "ok {}",
+                serde_json::to_string(&answers).unwrap_or_default()
+            ))
+        }
+        other => Err(Error::invalid(
+            "command",
+            format!("unknown command {other:?}"),
+        )),
+    }
+}
+
+/// Sends a truncated frame, a corrupted header, a frame for an unknown node id and a
+/// garbage raft payload to `peer`, and returns what the peer answered to each.
+async fn send_bad_frames(node: &RaftNode, peer: NodeId) -> Vec<String> {
+    let me = node.id();
+    let t = node.transport();
+    let timeout = Duration::from_secs(2);
+    let good = |kind, to, payload: Vec<u8>| {
+        RequestFrame {
+            kind,
+            from: me,
+            to,
+            payload,
+        }
+        .encode()
+    };
+    let mut corrupted = good(RpcKind::AppendEntries, peer, vec![]);
+    corrupted[0] = FRAME_VERSION.wrapping_add(0x40);
+    let cases = [
+        (
+            "truncated",
+            RpcKind::AppendEntries,
+            vec![FRAME_VERSION, RpcKind::AppendEntries as u8, 0, 1],
+        ),
+        ("corrupted", RpcKind::AppendEntries, corrupted),
+        (
+            "unknown-node",
+            RpcKind::Vote,
+            good(RpcKind::Vote, 4242, vec![0]),
+        ),
+        (
+            "garbage-payload",
+            RpcKind::AppendEntries,
+            good(RpcKind::AppendEntries, peer, vec![0xff; 7]),
+        ),
+        (
+            "truncated-forward",
+            RpcKind::Forward,
+            good(RpcKind::Forward, peer, vec![0]),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, kind, frame) in cases {
+        let answer = match t.call_raw(peer, kind, frame, timeout).await {
+            Ok(Ok(_)) => "accepted".to_string(),
+            Ok(Err(e)) => format!("{e}"),
+            Err(e) => format!("transport: {e}"),
+        };
+        out.push(format!("{name}: {answer}"));
+    }
+    out
+}
+
+/// A connection to a node's control port.
+#[derive(Debug)]
+pub struct ControlClient {
+    lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    write: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl ControlClient {
+    /// Connects to a control port.
+    pub async fn connect(addr: &str) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (read, write) = stream.into_split();
+        Ok(Self {
+            lines: BufReader::new(read).lines(),
+            write,
+        })
+    }
+
+    /// Sends one request and returns the reply line.
+    pub async fn request(&mut self, line: &str) -> std::io::Result<String> {
+        self.write.write_all(format!("{line}\n").as_bytes()).await?;
+        self.lines.next_line().await?.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "control connection closed",
+            )
+        })
+    }
+}
