@@ -242,8 +242,8 @@ async fn sigkill_of_the_leader_keeps_acknowledged_locks_and_records_and_bad_inpu
     let reply = c2.request("acquire not-a-key x 1000").await.unwrap();
     assert!(reply.starts_with("err Invalid fatal"), "{reply}");
 
-    let peer = if leader == 2 { 3 } else { 2 };
-    let reply = c2.request(&format!("send-bad {peer}")).await.unwrap();
+    // Node 2 sends bad frames to node 3.
+    let reply = c2.request("send-bad 3").await.unwrap();
     let answers: Vec<String> = serde_json::from_str(reply.strip_prefix("ok ").unwrap()).unwrap();
     let expect = [
         ("truncated", "truncated request"),
@@ -252,6 +252,7 @@ async fn sigkill_of_the_leader_keeps_acknowledged_locks_and_records_and_bad_inpu
         ("garbage-payload", "malformed append_entries payload"),
         ("truncated-forward", "malformed forward request payload"),
     ];
+    assert_eq!(answers.len(), expect.len(), "{answers:?}");
     for ((name, text), answer) in expect.iter().zip(&answers) {
         assert!(
             answer.starts_with(name) && answer.contains(text),
