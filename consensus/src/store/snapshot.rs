@@ -3,7 +3,8 @@
 //! Layout: the magic `IRESNAP1`, then frames, each a little-endian `u32` length and a
 //! bincode [`Frame`]: one `Header` (the snapshot's metadata and the state machine's clock),
 //! one `Row` per key of every data tree, and an `End` with the row count. A file without its
-//! `End`, or whose count disagrees, is truncated and refused before anything is changed.
+//! `End`, or whose count or CRC-32 (of every frame before it) disagrees, is refused before
+//! anything is changed.
 //! Rows are copied as stored (already-encoded sled values), so building and installing a
 //! snapshot never holds the whole state in memory.
 
@@ -46,6 +47,8 @@ pub enum Frame {
     End {
         /// The number of `Row` frames.
         rows: u64,
+        /// CRC-32 of every frame before this one (length prefixes included).
+        crc: u32,
     },
 }
 
@@ -56,16 +59,43 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-fn write_frame(w: &mut impl Write, frame: &Frame, path: &Path) -> StoreResult<()> {
+fn write_frame(
+    w: &mut impl Write,
+    crc: &mut crc32fast::Hasher,
+    frame: &Frame,
+    path: &Path,
+) -> StoreResult<()> {
     let bytes = encode("snapshot frame", frame)?;
     let len = u32::try_from(bytes.len())
-        .map_err(|_| StoreError::BadSnapshot("a row larger than 4 GiB".into()))?;
-    w.write_all(&len.to_le_bytes()).map_err(io_err(path))?;
+        .map_err(|_| StoreError::BadSnapshot("a row larger than 4 GiB".into()))?
+        .to_le_bytes();
+    crc.update(&len);
+    crc.update(&bytes);
+    w.write_all(&len).map_err(io_err(path))?;
     w.write_all(&bytes).map_err(io_err(path))
 }
 
-/// Reads one frame; `Ok(None)` at a clean end of file.
-fn read_frame(r: &mut impl Read, path: &Path) -> StoreResult<Option<Frame>> {
+/// Writes the end frame, with the row count and the CRC of everything before it.
+fn write_end(
+    w: &mut impl Write,
+    crc: crc32fast::Hasher,
+    rows: u64,
+    path: &Path,
+) -> StoreResult<()> {
+    let end = Frame::End {
+        rows,
+        crc: crc.finalize(),
+    };
+    write_frame(w, &mut crc32fast::Hasher::new(), &end, path)
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of file. Every frame but the end frame goes
+/// into `crc`.
+fn read_frame(
+    r: &mut impl Read,
+    crc: &mut crc32fast::Hasher,
+    path: &Path,
+) -> StoreResult<Option<Frame>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
@@ -87,7 +117,36 @@ fn read_frame(r: &mut impl Read, path: &Path) -> StoreResult<Option<Frame>> {
             io_err(path)(e)
         }
     })?;
-    decode("snapshot frame", &buf).map(Some)
+    let frame: Frame = decode("snapshot frame", &buf)?;
+    if !matches!(frame, Frame::End { .. }) {
+        crc.update(&(len as u32).to_le_bytes());
+        crc.update(&buf);
+    }
+    Ok(Some(frame))
+}
+
+/// Checks an end frame against what was read.
+fn check_end(
+    frame_rows: u64,
+    frame_crc: u32,
+    rows: u64,
+    crc: crc32fast::Hasher,
+    path: &Path,
+) -> StoreResult<()> {
+    if frame_rows != rows {
+        return Err(StoreError::BadSnapshot(format!(
+            "{}: {rows} rows but the end frame says {frame_rows}",
+            path.display()
+        )));
+    }
+    let actual = crc.finalize();
+    if actual != frame_crc {
+        return Err(StoreError::BadSnapshot(format!(
+            "{}: checksum mismatch (computed {actual:08x}, expected {frame_crc:08x}): corrupt data",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes `path` durably: to `path.tmp`, fsync, rename, fsync of the directory.
@@ -121,8 +180,10 @@ pub fn export(
 ) -> StoreResult<u64> {
     let mut rows = 0u64;
     write_durably(path, |w, p| {
+        let mut crc = crc32fast::Hasher::new();
         write_frame(
             w,
+            &mut crc,
             &Frame::Header {
                 meta: meta.clone(),
                 clock,
@@ -134,6 +195,7 @@ pub fn export(
                 let (k, v) = kv.map_err(StoreError::sled("snapshot scan"))?;
                 write_frame(
                     w,
+                    &mut crc,
                     &Frame::Row {
                         tree: i as u8,
                         key: k.to_vec(),
@@ -144,7 +206,7 @@ pub fn export(
                 rows += 1;
             }
         }
-        write_frame(w, &Frame::End { rows }, p)
+        write_end(w, crc, rows, p)
     })?;
     Ok(rows)
 }
@@ -159,7 +221,8 @@ pub fn receive(
 ) -> StoreResult<(SnapshotMeta, Option<DateTime<Utc>>)> {
     let mut r = BufReader::with_capacity(1 << 20, src);
     read_magic(&mut r, src_name)?;
-    let (meta, clock) = match read_frame(&mut r, src_name)? {
+    let mut src_crc = crc32fast::Hasher::new();
+    let (meta, clock) = match read_frame(&mut r, &mut src_crc, src_name)? {
         Some(Frame::Header { meta, clock }) => (meta, clock),
         other => {
             return Err(StoreError::BadSnapshot(format!(
@@ -169,8 +232,10 @@ pub fn receive(
         }
     };
     write_durably(dest, |w, p| {
+        let mut crc = crc32fast::Hasher::new();
         write_frame(
             w,
+            &mut crc,
             &Frame::Header {
                 meta: meta.clone(),
                 clock,
@@ -179,20 +244,15 @@ pub fn receive(
         )?;
         let mut rows = 0u64;
         loop {
-            match read_frame(&mut r, src_name)? {
+            match read_frame(&mut r, &mut src_crc, src_name)? {
                 Some(row @ Frame::Row { tree, .. }) => {
                     check_tree(tree, src_name)?;
-                    write_frame(w, &row, p)?;
+                    write_frame(w, &mut crc, &row, p)?;
                     rows += 1;
                 }
-                Some(Frame::End { rows: n }) if n == rows => {
-                    return write_frame(w, &Frame::End { rows }, p);
-                }
-                Some(Frame::End { rows: n }) => {
-                    return Err(StoreError::BadSnapshot(format!(
-                        "{}: {rows} rows but the end frame says {n}",
-                        src_name.display()
-                    )))
+                Some(Frame::End { rows: n, crc: c }) => {
+                    check_end(n, c, rows, src_crc, src_name)?;
+                    return write_end(w, crc, rows, p);
                 }
                 Some(Frame::Header { .. }) => {
                     return Err(StoreError::BadSnapshot(format!(
@@ -240,7 +300,7 @@ fn check_tree(tree: u8, path: &Path) -> StoreResult<()> {
 pub fn read_header(path: &Path) -> StoreResult<(SnapshotMeta, Option<DateTime<Utc>>)> {
     let mut r = BufReader::new(File::open(path).map_err(io_err(path))?);
     read_magic(&mut r, path)?;
-    match read_frame(&mut r, path)? {
+    match read_frame(&mut r, &mut crc32fast::Hasher::new(), path)? {
         Some(Frame::Header { meta, clock }) => Ok((meta, clock)),
         other => Err(StoreError::BadSnapshot(format!(
             "{}: expected a header, found {other:?}",
@@ -255,7 +315,8 @@ pub fn read_header(path: &Path) -> StoreResult<(SnapshotMeta, Option<DateTime<Ut
 pub fn import(tables: &Tables, path: &Path) -> StoreResult<(SnapshotMeta, Option<DateTime<Utc>>)> {
     let mut r = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err(path))?);
     read_magic(&mut r, path)?;
-    let (meta, clock) = match read_frame(&mut r, path)? {
+    let mut crc = crc32fast::Hasher::new();
+    let (meta, clock) = match read_frame(&mut r, &mut crc, path)? {
         Some(Frame::Header { meta, clock }) => (meta, clock),
         _ => {
             return Err(StoreError::BadSnapshot(format!(
@@ -272,7 +333,7 @@ pub fn import(tables: &Tables, path: &Path) -> StoreResult<(SnapshotMeta, Option
     let mut pending = 0usize;
     let mut rows = 0u64;
     loop {
-        match read_frame(&mut r, path)? {
+        match read_frame(&mut r, &mut crc, path)? {
             Some(Frame::Row { tree, key, value }) => {
                 check_tree(tree, path)?;
                 batches[tree as usize].insert(key, value);
@@ -283,7 +344,10 @@ pub fn import(tables: &Tables, path: &Path) -> StoreResult<(SnapshotMeta, Option
                     pending = 0;
                 }
             }
-            Some(Frame::End { rows: n }) if n == rows => break,
+            Some(Frame::End { rows: n, crc: c }) => {
+                check_end(n, c, rows, crc, path)?;
+                break;
+            }
             _ => {
                 return Err(StoreError::BadSnapshot(format!(
                     "{}: malformed after {rows} rows",
