@@ -24,6 +24,8 @@ const LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
+    /// sled's data file, when appends are also `fdatasync`ed.
+    fsync: Option<std::sync::Arc<std::fs::File>>,
     log: sled::Tree,
     meta: sled::Tree,
 }
@@ -35,8 +37,9 @@ fn io<E: std::error::Error + 'static>(
 }
 
 impl LogStore {
-    pub(crate) fn open(db: sled::Db) -> StoreResult<Self> {
+    pub(crate) fn open(db: sled::Db, fsync: Option<std::fs::File>) -> StoreResult<Self> {
         Ok(LogStore {
+            fsync: fsync.map(std::sync::Arc::new),
             log: db
                 .open_tree("raft_log")
                 .map_err(StoreError::sled("open tree"))?,
@@ -78,6 +81,18 @@ impl LogStore {
             out.push(decode::<Entry>("log entry", &v)?);
         }
         Ok(out)
+    }
+
+    /// sled's flush, then (when configured) an `fdatasync` of its data file.
+    async fn make_durable(&self) -> std::io::Result<()> {
+        self.db.flush_async().await.map_err(std::io::Error::other)?;
+        if let Some(f) = &self.fsync {
+            let f = f.clone();
+            tokio::task::spawn_blocking(move || f.sync_data())
+                .await
+                .map_err(std::io::Error::other)??;
+        }
+        Ok(())
     }
 
     /// How many entries the log holds (after purges).
@@ -137,8 +152,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .insert(VOTE, bytes)
             .map_err(io(StorageIOError::write_vote))?;
         // A vote must survive a crash before it is acted on.
-        self.db
-            .flush_async()
+        self.make_durable()
             .await
             .map_err(io(StorageIOError::write_vote))?;
         Ok(())
@@ -183,8 +197,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(io(StorageIOError::write_logs))?;
         // Acknowledged only once on disk: this is what lets a leader count this node in a
         // quorum.
-        let flushed = self.db.flush_async().await;
-        callback.log_io_completed(flushed.map(|_| ()).map_err(std::io::Error::other));
+        callback.log_io_completed(self.make_durable().await);
         Ok(())
     }
 

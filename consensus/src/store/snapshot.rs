@@ -24,6 +24,43 @@ const MAGIC: &[u8; 8] = b"IRESNAP1";
 const MAX_FRAME: usize = MAX_VALUE_BYTES + 4096;
 const IMPORT_BATCH: usize = 1024;
 
+/// Raw bytes, encoded as one length-prefixed block (serde's default for `Vec<u8>` is a
+/// sequence of single bytes, which is much slower for large snapshots).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bytes(pub Vec<u8>);
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Bytes, A::Error> {
+                let mut v = Vec::new();
+                while let Some(b) = a.next_element()? {
+                    v.push(b);
+                }
+                Ok(Bytes(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
 /// One frame of a snapshot file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
@@ -39,9 +76,9 @@ pub enum Frame {
         /// The tree, as an index into [`Tables::DATA_NAMES`].
         tree: u8,
         /// The key.
-        key: Vec<u8>,
+        key: Bytes,
         /// The stored value.
-        value: Vec<u8>,
+        value: Bytes,
     },
     /// Last: how many rows came before.
     End {
@@ -198,8 +235,8 @@ pub fn export(
                     &mut crc,
                     &Frame::Row {
                         tree: i as u8,
-                        key: k.to_vec(),
-                        value: v.to_vec(),
+                        key: Bytes(k.to_vec()),
+                        value: Bytes(v.to_vec()),
                     },
                     p,
                 )?;
@@ -336,7 +373,7 @@ pub fn import(tables: &Tables, path: &Path) -> StoreResult<(SnapshotMeta, Option
         match read_frame(&mut r, &mut crc, path)? {
             Some(Frame::Row { tree, key, value }) => {
                 check_tree(tree, path)?;
-                batches[tree as usize].insert(key, value);
+                batches[tree as usize].insert(key.0, value.0);
                 pending += 1;
                 rows += 1;
                 if pending >= IMPORT_BATCH {
