@@ -104,8 +104,11 @@ impl Inner {
                 w.write_all(input)
                     .await
                     .map_err(|e| Error::unavailable("exec stdin", e))?;
-                // Dropping the writer tells the server stdin has ended.
-                drop(w);
+                // Shutting the writer down ends the stream: the client tells the server that
+                // stdin is closed (a v5 CLOSE frame). Dropping it alone would not.
+                w.shutdown()
+                    .await
+                    .map_err(|e| Error::unavailable("exec stdin", e))?;
             }
             let read = |r: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>| async move {
                 let mut buf = Vec::new();

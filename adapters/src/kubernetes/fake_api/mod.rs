@@ -263,6 +263,12 @@ impl FakeCluster {
             .unwrap_or_else(|e| panic!("{}", e.message));
     }
 
+    /// Sets a pod's termination grace period, which graceful deletes default to.
+    pub fn set_pod_grace(&self, ns: &str, name: &str, secs: i64) {
+        self.with(|s| s.set_pod_grace(ns, name, secs))
+            .unwrap_or_else(|e| panic!("{}", e.message));
+    }
+
     /// Replaces a pod's labels.
     pub fn set_pod_labels(&self, ns: &str, name: &str, labels: &[(&str, &str)]) {
         let labels = labels

@@ -797,6 +797,14 @@ impl Store {
         Ok(())
     }
 
+    /// Sets a pod's `terminationGracePeriodSeconds` (as if it had been created with it).
+    pub fn set_pod_grace(&mut self, ns: &str, name: &str, secs: i64) -> Result<(), ApiError> {
+        let mut pod = self.get(PODS, ns, name)?;
+        pod["spec"]["terminationGracePeriodSeconds"] = json!(secs);
+        self.commit(PODS, pod, "MODIFIED");
+        Ok(())
+    }
+
     /// Changes a pod's labels.
     pub fn set_pod_labels(
         &mut self,
