@@ -135,6 +135,15 @@ async fn key_and_id_name_the_same_container_and_missing_ones_are_not_found() {
     assert_eq!(by_name.id, r.id);
     assert!(r.is_running());
 
+    let e = t
+        .adapter
+        .scaling()
+        .unwrap()
+        .replicas(&r.id)
+        .await
+        .unwrap_err();
+    assert!(matches!(e.root(), Error::Unsupported { .. }), "{e}");
+
     for missing in [
         "dk/no-such-container-here",
         "0123456789abcdef0123",

@@ -110,6 +110,31 @@ async fn compose_containers_keep_their_keys_across_force_recreate() {
     let after = t.adapter.list_resources(&project).await.unwrap();
     assert_eq!(after.len(), 2, "{after:?}");
 
+    // Scaling the service through one of its containers' keys.
+    let scaling = t.adapter.scaling().unwrap();
+    assert_eq!(scaling.replicas(&key1).await.unwrap(), 2);
+    scaling.scale(&key1, 3).await.unwrap();
+    assert_eq!(scaling.replicas(&new.id).await.unwrap(), 3);
+    let third = t
+        .adapter
+        .get_resource(&format!("dk/{}/web/3", p.name))
+        .await
+        .unwrap();
+    assert!(third.is_running());
+    assert_eq!(
+        third.name,
+        format!("{}_web_3", p.name),
+        "named the compose way"
+    );
+    scaling.scale(&key1, 1).await.unwrap();
+    let left = t.adapter.list_resources(&project).await.unwrap();
+    assert_eq!(
+        left.iter().map(|r| r.key.to_string()).collect::<Vec<_>>(),
+        [key1.clone()],
+        "the highest numbers go first"
+    );
+    assert!(scaling.scale(&key1, -1).await.is_err());
+
     // An action by key reaches the new container.
     t.adapter
         .signals()

@@ -13,6 +13,7 @@ mod exec;
 mod filters;
 mod net_fault;
 mod recreate;
+mod scaling;
 mod stats;
 
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ use ire_core::adapter::capability;
 use ire_core::{
     AdapterConfig, AdapterInfo, DeleteOptions, EnvironmentAdapter, Error, ErrorClass, ExecOptions,
     ExecResult, Metrics, NetworkFault, NetworkFaultHandle, NetworkFaults, Resource,
-    ResourceEventStream, ResourceFilter, ResourceSpec, Result, Signal, SignalControl,
+    ResourceEventStream, ResourceFilter, ResourceSpec, Result, Scaling, Signal, SignalControl,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -488,6 +489,7 @@ impl EnvironmentAdapter for DockerAdapter {
                 capability::METRICS,
                 capability::SIGNALS,
                 capability::NETWORK,
+                capability::SCALE,
                 capability::CREATE,
             ]
             .map(String::from)
@@ -500,6 +502,10 @@ impl EnvironmentAdapter for DockerAdapter {
     }
 
     fn network_faults(&self) -> Option<&dyn NetworkFaults> {
+        Some(self)
+    }
+
+    fn scaling(&self) -> Option<&dyn Scaling> {
         Some(self)
     }
 }
@@ -537,6 +543,30 @@ impl SignalControl for DockerAdapter {
 }
 
 #[async_trait]
+impl Scaling for DockerAdapter {
+    async fn replicas(&self, id: &str) -> Result<i32> {
+        let (project, service) = self.compose_service(id).await?;
+        let n = scaling::service_containers(self.docker()?, &project, &service)
+            .await?
+            .len();
+        Ok(i32::try_from(n).unwrap_or(i32::MAX))
+    }
+
+    async fn scale(&self, id: &str, replicas: i32) -> Result<()> {
+        let (project, service) = self.compose_service(id).await?;
+        scaling::scale(
+            self.docker()?,
+            &project,
+            &service,
+            replicas,
+            self.config.restart_grace,
+        )
+        .await
+        .map_err(|e| e.context(format!("scaling {project}/{service} to {replicas}")))
+    }
+}
+
+#[async_trait]
 impl NetworkFaults for DockerAdapter {
     async fn apply(&self, id: &str, fault: &NetworkFault) -> Result<NetworkFaultHandle> {
         let c = self.inspect(id).await?;
@@ -555,6 +585,25 @@ impl NetworkFaults for DockerAdapter {
 }
 
 impl DockerAdapter {
+    /// The compose project and service of the container `id` names.
+    async fn compose_service(&self, id: &str) -> Result<(String, String)> {
+        if let ContainerRef::Compose {
+            project, service, ..
+        } = parse_ref(&self.name, id)
+        {
+            return Ok((project, service));
+        }
+        let c = self.inspect(id).await?;
+        let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
+        match (labels.get(COMPOSE_PROJECT), labels.get(COMPOSE_SERVICE)) {
+            (Some(p), Some(s)) => Ok((p.clone(), s.clone())),
+            _ => Err(Error::unsupported(
+                format!("scaling {id} (not a compose service container)"),
+                format!("docker adapter {:?}", self.name),
+            )),
+        }
+    }
+
     fn runner(&self) -> Result<net_fault::NetFaultRunner> {
         Ok(net_fault::NetFaultRunner {
             docker: self.docker()?.clone(),

@@ -137,7 +137,7 @@ fn apply_spec(body: &mut ContainerCreateBody, spec: &ResourceSpec) -> Result<()>
 }
 
 /// The create request that reproduces an inspected container.
-fn body_of(old: &ContainerInspectResponse, old_short_id: &str) -> ContainerCreateBody {
+pub(crate) fn body_of(old: &ContainerInspectResponse, old_short_id: &str) -> ContainerCreateBody {
     let config = old.config.clone().unwrap_or_default();
     let endpoints: Option<HashMap<String, EndpointSettings>> = old
         .network_settings
@@ -269,7 +269,9 @@ pub(crate) async fn recreate(
     Ok(new_id)
 }
 
-fn take_extra_networks(body: &mut ContainerCreateBody) -> Vec<(String, EndpointSettings)> {
+pub(crate) fn take_extra_networks(
+    body: &mut ContainerCreateBody,
+) -> Vec<(String, EndpointSettings)> {
     let primary = body
         .host_config
         .as_ref()
