@@ -129,8 +129,8 @@ async fn compose_containers_keep_their_keys_across_force_recreate() {
     scaling.scale(&key1, 1).await.unwrap();
     let left = t.adapter.list_resources(&project).await.unwrap();
     assert_eq!(
-        left.iter().map(|r| r.key.to_string()).collect::<Vec<_>>(),
-        [key1.clone()],
+        left.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        [key1.as_str()],
         "the highest numbers go first"
     );
     assert!(scaling.scale(&key1, -1).await.is_err());
