@@ -136,6 +136,14 @@ fn main() {
         .build()
         .unwrap();
     epoch();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average before the run: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     rt.block_on(async {
         // Warm-up.
         run(20_000, None, 4096).await;
@@ -147,6 +155,32 @@ fn main() {
         print("throughput (unpaced)", &mut t);
         let mut l = run(50_000, Some(Duration::from_micros(20)), 1024).await;
         print("latency (50k events/s)", &mut l);
+        println!();
+        // The publisher's own cost: 16 subscribers that do not read (large buffers).
+        let bus = LocalEventBus::with_config(BusConfig {
+            subscriber_buffer: 20_000,
+            async_queue: 8,
+        });
+        let mut subs = Vec::new();
+        for _ in 0..SUBSCRIBERS {
+            subs.push(bus.subscribe(EventFilter::default()).await.unwrap());
+        }
+        let n = 20_000u32;
+        let template = Event::new("bench.tick", "bench").with_metadata("campaign", "bench");
+        let start = Instant::now();
+        for i in 0..n {
+            let mut e = template.clone();
+            e.data.insert("t".into(), i.into());
+            bus.publish(e).await.unwrap();
+        }
+        let el = start.elapsed();
+        println!(
+            "publish into {SUBSCRIBERS} buffers, nobody reading: {:.2} µs per publish ({:.0} publishes/s, {:.0} deliveries/s)",
+            el.as_secs_f64() * 1e6 / n as f64,
+            n as f64 / el.as_secs_f64(),
+            (n as usize * SUBSCRIBERS) as f64 / el.as_secs_f64()
+        );
+        drop(subs);
         println!();
         println!("peak RSS: {} MiB", peak_rss_kib() / 1024);
     });

@@ -87,6 +87,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average before the run: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     rt.block_on(async {
         println!("| backend | batch size | records | seconds | records/s |");
         println!("|---|---:|---:|---:|---:|");
@@ -97,8 +105,6 @@ fn main() {
         let dir1 = tempfile::tempdir().unwrap();
         let sled1 = SledStorage::open_with_cache(dir1.path(), 16 << 20).unwrap();
         // Unbatched, for comparison: every record is its own flushed write.
-        let unbatched = RECORDS;
-        let _ = unbatched;
         let (r1, _j) = ReporterHandle::spawn(
             Arc::new(sled1),
             ReporterConfig {

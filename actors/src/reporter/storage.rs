@@ -129,7 +129,8 @@ pub const DEFAULT_SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Keeps records on local disk in sled, one tree per collection, values as JSON.
 ///
 /// Every save (and every batch) is flushed before it returns, so an acknowledged record
-/// survives a crash; batching is what keeps that affordable.
+/// survives a process crash (a power loss can lose the last ~500 ms, until sled's background
+/// fsync); batching is what keeps one flush per write affordable.
 #[derive(Debug, Clone)]
 pub struct SledStorage {
     db: sled::Db,
