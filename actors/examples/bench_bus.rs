@@ -37,11 +37,23 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time this process has used (user + system), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the full line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 struct Run {
     published: u64,
     received: u64,
     dropped: u64,
     elapsed: Duration,
+    cpu: f64,
     latencies_ns: Vec<u64>,
 }
 
@@ -72,6 +84,7 @@ async fn run(events: u64, pace: Option<Duration>, buffer: usize) -> Run {
         }));
     }
     let template = Event::new("bench.tick", "bench").with_metadata("campaign", "bench");
+    let cpu0 = cpu_seconds();
     let start = Instant::now();
     let mut next = Instant::now();
     for i in 0..events {
@@ -110,6 +123,7 @@ async fn run(events: u64, pace: Option<Duration>, buffer: usize) -> Run {
         received: lat.len() as u64,
         dropped,
         elapsed,
+        cpu: cpu_seconds() - cpu0,
         latencies_ns: lat,
     }
 }
@@ -117,12 +131,13 @@ async fn run(events: u64, pace: Option<Duration>, buffer: usize) -> Run {
 fn print(name: &str, r: &mut Run) {
     r.latencies_ns.sort_unstable();
     println!(
-        "| {name} | {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |",
+        "| {name} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |",
         r.published,
         r.received,
         r.dropped,
         r.published as f64 / r.elapsed.as_secs_f64(),
         r.received as f64 / r.elapsed.as_secs_f64(),
+        r.received as f64 / r.cpu.max(0.01),
         pct(&r.latencies_ns, 50.0) as f64 / 1e3,
         pct(&r.latencies_ns, 99.0) as f64 / 1e3,
         *r.latencies_ns.last().unwrap_or(&0) as f64 / 1e3,
@@ -149,8 +164,8 @@ fn main() {
         run(20_000, None, 4096).await;
         println!("1 publisher -> {SUBSCRIBERS} subscribers, 2 worker threads");
         println!();
-        println!("| run | published | received | dropped | published/s | deliveries/s | p50 µs | p99 µs | max µs |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("| run | published | received | dropped | published/s | deliveries/s | deliveries per CPU-second | p50 µs | p99 µs | max µs |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut t = run(500_000, None, 4096).await;
         print("throughput (unpaced)", &mut t);
         let mut l = run(50_000, Some(Duration::from_micros(20)), 1024).await;
