@@ -44,6 +44,15 @@ fn record(i: usize) -> ExecutionRecord {
     }
 }
 
+/// CPU time this process has used (user + system), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -67,16 +76,19 @@ async fn ingest(name: &str, storage: Arc<dyn StorageBackend>, batch: usize) -> R
     .await
     .unwrap();
     let records: Vec<ExecutionRecord> = (0..RECORDS).map(record).collect();
+    let cpu0 = cpu_seconds();
     let start = Instant::now();
     for r in records {
         reporter.record_execution(r).await.unwrap();
     }
     reporter.flush().await.unwrap();
     let elapsed = start.elapsed();
+    let cpu = cpu_seconds() - cpu0;
     println!(
-        "| {name} | {batch} | {RECORDS} | {:.2} | {:.0} |",
+        "| {name} | {batch} | {RECORDS} | {:.2} | {:.0} | {:.0} |",
         elapsed.as_secs_f64(),
-        RECORDS as f64 / elapsed.as_secs_f64()
+        RECORDS as f64 / elapsed.as_secs_f64(),
+        RECORDS as f64 / cpu.max(0.01)
     );
     reporter
 }
@@ -96,8 +108,10 @@ fn main() {
             .join(" ")
     );
     rt.block_on(async {
-        println!("| backend | batch size | records | seconds | records/s |");
-        println!("|---|---:|---:|---:|---:|");
+        println!(
+            "| backend | batch size | records | seconds | records/s | records per CPU-second |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|");
         let memory = ingest("memory", Arc::new(MemoryStorage::new()), 512).await;
         let dir = tempfile::tempdir().unwrap();
         let sled = SledStorage::open_with_cache(dir.path(), 16 << 20).unwrap();
@@ -122,7 +136,7 @@ fn main() {
         r1.flush().await.unwrap();
         let el = start.elapsed();
         println!(
-            "| sled, batch size 1 (no batching) | 1 | {n} | {:.2} | {:.0} |",
+            "| sled, batch size 1 (no batching) | 1 | {n} | {:.2} | {:.0} | - |",
             el.as_secs_f64(),
             n as f64 / el.as_secs_f64()
         );
@@ -131,27 +145,29 @@ fn main() {
         );
         println!();
 
-        println!("| statistics over {RECORDS} records | seconds |");
-        println!("|---|---:|");
+        println!("| statistics over {RECORDS} records | seconds | CPU seconds |");
+        println!("|---|---:|---:|");
         let records = memory
             .query_executions(&ExecutionQuery::default())
             .await
             .unwrap();
         assert_eq!(records.len(), RECORDS);
-        let start = Instant::now();
+        let (start, cpu0) = (Instant::now(), cpu_seconds());
         let s = stats::compute(&records);
         println!(
-            "| aggregation only (stats::compute) | {:.4} |",
-            start.elapsed().as_secs_f64()
+            "| aggregation only (stats::compute) | {:.4} | {:.2} |",
+            start.elapsed().as_secs_f64(),
+            cpu_seconds() - cpu0
         );
         assert_eq!(s.total_executions, RECORDS);
         for (name, r) in [("memory", &memory), ("sled", &sled_reporter)] {
-            let start = Instant::now();
+            let (start, cpu0) = (Instant::now(), cpu_seconds());
             let s = r.compute_statistics(&Default::default()).await.unwrap();
             assert_eq!(s.total_executions, RECORDS);
             println!(
-                "| compute_statistics from {name} (load + decode + aggregate) | {:.3} |",
-                start.elapsed().as_secs_f64()
+                "| compute_statistics from {name} (load + decode + aggregate) | {:.3} | {:.2} |",
+                start.elapsed().as_secs_f64(),
+                cpu_seconds() - cpu0
             );
         }
         println!();

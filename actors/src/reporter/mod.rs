@@ -172,40 +172,56 @@ impl ReporterArgs {
 /// The actor's state: the batch being filled.
 pub struct ReporterState {
     shared: Arc<Shared>,
-    events: Vec<(String, Value)>,
-    executions: Vec<(String, Value)>,
-    permits: Vec<RecordItem>,
+    /// The pending records, kept typed (and holding their permits) until stored: a failed
+    /// write is retried from them, and they are encoded once per attempt.
+    pending: Vec<RecordItem>,
 }
 
 impl ReporterState {
     fn pending(&self) -> usize {
-        self.permits.len()
+        self.pending.len()
     }
 
-    /// Writes the pending batch; on failure it stays pending for the next try.
+    /// Writes the pending batch; on failure it stays pending for the next try (saving the
+    /// same keys again is harmless).
     async fn flush(&mut self) -> Result<()> {
-        if self.permits.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
         let storage = self.shared.storage();
         let started = std::time::Instant::now();
-        if !self.events.is_empty() {
+        let mut events = Vec::new();
+        let mut executions = Vec::new();
+        // A record that cannot be encoded never will be: it is reported and dropped.
+        self.pending.retain(|it| match encode(&it.item) {
+            Ok((collection, key, value)) => {
+                if collection == EVENTS {
+                    events.push((key, value));
+                } else {
+                    executions.push((key, value));
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(component = "reporter", error = %e, "record not encodable, dropped");
+                false
+            }
+        });
+        if !events.is_empty() {
             storage
-                .save_batch(EVENTS, self.events.clone())
+                .save_batch(EVENTS, events)
                 .await
                 .map_err(|e| e.context("storing a batch of events"))?;
-            self.events.clear();
         }
-        if !self.executions.is_empty() {
+        if !executions.is_empty() {
             storage
-                .save_batch(EXECUTIONS, self.executions.clone())
+                .save_batch(EXECUTIONS, executions)
                 .await
                 .map_err(|e| e.context("storing a batch of execution records"))?;
-            self.executions.clear();
         }
-        let n = self.permits.len();
+        let n = self.pending.len();
         // Dropping the items releases their permits.
-        self.permits.clear();
+        self.pending.clear();
         metrics::counter!(metric_names::REPORTER_BATCHES_TOTAL).increment(1);
         metrics::counter!(metric_names::REPORTER_RECORDS_STORED_TOTAL).increment(n as u64);
         metrics::histogram!(metric_names::REPORTER_BATCH_SECONDS)
@@ -245,9 +261,7 @@ impl Actor for ReporterActor {
         *args.shared.actor.write().expect("reporter lock poisoned") = Some(myself.clone());
         Ok(ReporterState {
             shared: args.shared,
-            events: Vec::new(),
-            executions: Vec::new(),
-            permits: Vec::new(),
+            pending: Vec::new(),
         })
     }
 
@@ -259,20 +273,7 @@ impl Actor for ReporterActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ReporterMessage::Record(item) => {
-                match encode(&item.item) {
-                    Ok((collection, key, value)) => {
-                        if collection == EVENTS {
-                            state.events.push((key, value));
-                        } else {
-                            state.executions.push((key, value));
-                        }
-                        state.permits.push(item);
-                    }
-                    // Encoding a model type cannot fail in practice; say so loudly if it does.
-                    Err(e) => {
-                        tracing::error!(component = "reporter", error = %e, "record not encodable")
-                    }
-                }
+                state.pending.push(item);
                 if state.pending() >= state.shared.config.batch_size {
                     state.flush_logged().await;
                 }

@@ -72,7 +72,7 @@ pub fn compute(records: &[ExecutionRecord]) -> Statistics {
     let mut recover_nanos = 0u128;
     let mut recovered = 0usize;
     let mut plugins: BTreeMap<&str, Group> = BTreeMap::new();
-    let mut resources: BTreeMap<String, Group> = BTreeMap::new();
+    let mut resources: BTreeMap<&str, Group> = BTreeMap::new();
     for r in records {
         match r.status {
             ExecutionStatus::Success => s.success_count += 1,
@@ -91,8 +91,8 @@ pub fn compute(records: &[ExecutionRecord]) -> Statistics {
         let key = r
             .resource_key
             .as_ref()
-            .map(|k| k.as_str().to_owned())
-            .unwrap_or_else(|| r.resource_id.clone());
+            .map(|k| k.as_str())
+            .unwrap_or(&r.resource_id);
         let g = resources.entry(key).or_default();
         if g.name.is_empty() {
             g.name = r.resource_name.clone();
@@ -128,9 +128,9 @@ pub fn compute(records: &[ExecutionRecord]) -> Statistics {
         .into_iter()
         .map(|(id, g)| {
             (
-                id.clone(),
+                id.to_owned(),
                 ResourceStatistics {
-                    resource_id: id,
+                    resource_id: id.to_owned(),
                     resource_name: g.name,
                     total_executions: g.total,
                     success_count: g.success,

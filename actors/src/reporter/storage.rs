@@ -49,11 +49,15 @@ where
     }
 }
 
-/// Keeps everything in memory; for tests and single-shot runs.
+/// Keeps everything in memory, each value as compact JSON bytes (a few times smaller than
+/// a parsed `serde_json::Value`); for tests, single-shot runs and the embedded demo.
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
-    collections: RwLock<BTreeMap<String, BTreeMap<String, Value>>>,
+    collections: RwLock<BTreeMap<String, Collection>>,
 }
+
+/// One collection: keys to encoded values.
+type Collection = BTreeMap<String, Box<[u8]>>;
 
 impl MemoryStorage {
     /// An empty store.
@@ -62,39 +66,49 @@ impl MemoryStorage {
     }
 }
 
+fn decode(collection: &str, key: &str, bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::invalid(format!("stored {collection} entry {key:?}"), e.to_string()))
+}
+
 #[async_trait]
 impl StorageBackend for MemoryStorage {
     async fn save(&self, collection: &str, key: &str, value: Value) -> Result<()> {
         check_name("collection", collection)?;
         check_name("key", key)?;
+        let bytes = encode(collection, key, &value)?.into_boxed_slice();
         self.collections
             .write()
             .expect("storage lock poisoned")
             .entry(collection.to_owned())
             .or_default()
-            .insert(key.to_owned(), value);
+            .insert(key.to_owned(), bytes);
         Ok(())
     }
 
     async fn save_batch(&self, collection: &str, items: Vec<(String, Value)>) -> Result<()> {
         check_name("collection", collection)?;
-        if let Some((k, _)) = items.iter().find(|(k, _)| k.is_empty()) {
+        // Encode everything first: a bad item leaves the store unchanged.
+        let mut encoded = Vec::with_capacity(items.len());
+        for (k, v) in &items {
             check_name("key", k)?;
+            encoded.push((k.clone(), encode(collection, k, v)?.into_boxed_slice()));
         }
         let mut guard = self.collections.write().expect("storage lock poisoned");
-        let c = guard.entry(collection.to_owned()).or_default();
-        c.extend(items);
+        guard
+            .entry(collection.to_owned())
+            .or_default()
+            .extend(encoded);
         Ok(())
     }
 
     async fn load(&self, collection: &str, key: &str) -> Result<Value> {
-        self.collections
-            .read()
-            .expect("storage lock poisoned")
+        let guard = self.collections.read().expect("storage lock poisoned");
+        let bytes = guard
             .get(collection)
             .and_then(|c| c.get(key))
-            .cloned()
-            .ok_or_else(|| Error::not_found(format!("{collection} entry"), key))
+            .ok_or_else(|| Error::not_found(format!("{collection} entry"), key))?;
+        decode(collection, key, bytes)
     }
 
     async fn query(&self, query: &Query) -> Result<Vec<Value>> {
@@ -103,7 +117,22 @@ impl StorageBackend for MemoryStorage {
         let Some(c) = guard.get(&query.collection) else {
             return Ok(Vec::new());
         };
-        Ok(apply_query(c.values().cloned(), query))
+        // Decoded one at a time, so that only matching values are kept.
+        let mut bad = None;
+        let values = c
+            .iter()
+            .map_while(|(k, bytes)| match decode(&query.collection, k, bytes) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    bad = Some(e);
+                    None
+                }
+            });
+        let out = apply_query(values, query);
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     async fn delete(&self, collection: &str, key: &str) -> Result<()> {
