@@ -11,6 +11,11 @@ command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 need+=(busybox-static iproute2 nftables docker-compose)
 # --- end ire-adapters ----------------------------------------------------------------------
 
+# --- ire-actors (engine) -------------------------------------------------------------------
+# The example out-of-process plugin (examples/plugins/file-marker) is a Python program.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+# --- end ire-actors (engine) ---------------------------------------------------------------
+
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

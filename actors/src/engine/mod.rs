@@ -220,9 +220,11 @@ pub enum EngineMessage {
 
 impl Message for EngineMessage {}
 
-/// The engine actor's state: the incarnation's root cancel token.
+/// The engine actor's state: the incarnation's root cancel token and progress channel.
 pub struct EngineState {
     root: CancellationToken,
+    /// Every execution of this incarnation reports progress here; one task forwards it.
+    progress: mpsc::Sender<ProgressUpdate>,
     _guard: DropGuard,
 }
 
@@ -242,9 +244,17 @@ impl Actor for EngineActor {
         _: (),
     ) -> std::result::Result<Self::State, ActorProcessingErr> {
         let root = CancellationToken::new();
+        // One channel and one forwarder per incarnation, not per execution: 10,000 running
+        // executions must not mean 10,000 channels and tasks. The forwarder ends when the
+        // incarnation and all its executions have dropped their senders.
+        let (progress, rx) = mpsc::channel(PROGRESS_BUFFER);
+        self.core
+            .tasks
+            .spawn(forward_progress(self.core.clone(), rx));
         Ok(EngineState {
             _guard: root.clone().drop_guard(),
             root,
+            progress,
         })
     }
 
@@ -285,7 +295,7 @@ impl Actor for EngineActor {
     ) -> std::result::Result<(), ActorProcessingErr> {
         match message {
             EngineMessage::Submit { job, reply } => {
-                let _ = reply.send(self.admit(*job, &state.root));
+                let _ = reply.send(self.admit(*job, state));
             }
             EngineMessage::Ping(reply) => {
                 let _ = reply.send(());
@@ -298,45 +308,66 @@ impl Actor for EngineActor {
 }
 
 impl EngineActor {
-    fn admit(&self, job: Job, root: &CancellationToken) -> Result<ExecutionHandle> {
+    fn admit(&self, job: Job, state: &EngineState) -> Result<ExecutionHandle> {
+        let root = &state.root;
         let reservation = self.core.pool.reserve()?;
         let id = job.request.execution_id.clone();
         let cancel = root.child_token();
-        self.core.table.insert(&id, cancel.clone())?;
+        let redactor = SecretRedactor::new();
+        self.core.table.insert(
+            &id,
+            cancel.clone(),
+            redactor.clone(),
+            job.request.resource.key.clone(),
+        )?;
         let (tx, rx) = watch::channel(None);
         let handle = ExecutionHandle::new(id.clone(), rx, cancel.clone());
         let span = tracing::info_span!("execution", component = "engine", execution_id = %id,
             resource_id = %job.request.resource.key, plugin = %job.request.plugin_name);
         let core = self.core.clone();
-        let root = root.clone();
-        self.core.tasks.spawn(
-            async move {
-                run_job(core, job, reservation, cancel, root, tx).await;
-            }
-            .instrument(span),
-        );
+        let run = Run {
+            reservation,
+            cancel,
+            root: root.clone(),
+            redactor,
+            progress: state.progress.clone(),
+            result_tx: tx,
+        };
+        self.core
+            .tasks
+            .spawn(run_job(core, job, run).instrument(span));
         Ok(handle)
     }
 }
 
-/// Runs one admitted execution to its end and reports it.
-async fn run_job(
-    core: Arc<Core>,
-    job: Job,
+/// What the actor hands an admitted execution's task.
+struct Run {
     reservation: pool::Reservation,
     cancel: CancellationToken,
     root: CancellationToken,
+    redactor: SecretRedactor,
+    progress: mpsc::Sender<ProgressUpdate>,
     result_tx: watch::Sender<Option<ExecutionResult>>,
-) {
+}
+
+/// Runs one admitted execution to its end and reports it.
+async fn run_job(core: Arc<Core>, job: Job, run: Run) {
     let Job {
         request,
         plugin,
         revert,
     } = job;
+    let Run {
+        reservation,
+        cancel,
+        root,
+        redactor,
+        progress,
+        result_tx,
+    } = run;
     let started = Utc::now();
     let clock = tokio::time::Instant::now();
     let config = core.config.read().expect("config lock").clone();
-    let redactor = SecretRedactor::new();
     let id = request.execution_id.clone();
     let strategy: Arc<dyn ExecutionStrategy> = request
         .strategy
@@ -382,9 +413,6 @@ async fn run_job(
         };
         core.table.set_status(&id, ExecutionStatus::Running);
 
-        let (progress_tx, progress_rx) = mpsc::channel::<ProgressUpdate>(64);
-        core.tasks.spawn(forward_progress(core.clone(), progress_rx, request.resource.clone(), redactor.clone()));
-
         let mut ctx = PluginContext::new(id.clone(), env);
         ctx.timeout = request.timeout.unwrap_or(config.default_timeout);
         ctx.cancel = cancel.clone();
@@ -394,7 +422,7 @@ async fn run_job(
         ctx.event_bus = core.deps.event_bus.clone().map(|b| {
             Arc::new(RedactingEventBus::new(b, redactor.clone())) as Arc<dyn EventBus>
         });
-        ctx.progress = Some(progress_tx);
+        ctx.progress = Some(progress);
         ctx.principal = request.principal.clone();
         ctx.auth = Some(core.deps.auth.clone());
         ctx.secrets = core.deps.secrets.clone().map(|s| {
@@ -525,19 +553,22 @@ fn failed_result(
     ExecutionResult::finished(id, status, started).with_error(e)
 }
 
-async fn forward_progress(
-    core: Arc<Core>,
-    mut rx: mpsc::Receiver<ProgressUpdate>,
-    resource: Resource,
-    redactor: SecretRedactor,
-) {
+/// Progress updates buffered per incarnation; a full buffer drops updates (progress is
+/// advisory, and a plugin never waits on it).
+const PROGRESS_BUFFER: usize = 4096;
+
+async fn forward_progress(core: Arc<Core>, mut rx: mpsc::Receiver<ProgressUpdate>) {
     while let Some(mut u) = rx.recv().await {
+        // Updates of executions already forgotten (evicted) are dropped.
+        let Some((redactor, key)) = core.table.progress_context(&u.execution_id) else {
+            continue;
+        };
         u.message = redactor.redact(&u.message);
         core.table.set_progress(u.clone());
         if let Some(bus) = &core.deps.event_bus {
             let e = Event::new(event_type::EXECUTION_PROGRESS, "engine")
-                .with_resource(resource.clone())
                 .with_metadata("execution_id", u.execution_id.clone())
+                .with_metadata("resource", key.to_string())
                 .with_data("percent", u.percent)
                 .with_data("stage", u.stage.clone())
                 .with_data("message", u.message.clone());
@@ -881,22 +912,37 @@ impl Engine {
             Err(e) => return Err(rejected(e).await),
         };
         let (tx, rx) = oneshot::channel();
+        // The request moves into the job; what an audit of a rejection needs is kept aside.
+        let principal = request.principal.clone();
+        let resource = request.resource.clone();
         let job = Box::new(Job {
-            request: request.clone(),
+            request,
             plugin,
             revert,
         });
-        if actor
+        let e = if actor
             .cast(EngineMessage::Submit { job, reply: tx })
             .is_err()
         {
-            return Err(rejected(unavailable()).await);
-        }
-        match rx.await {
-            Ok(Ok(h)) => Ok(h),
-            Ok(Err(e)) => Err(rejected(e).await),
-            Err(_) => Err(rejected(unavailable()).await),
-        }
+            unavailable()
+        } else {
+            match rx.await {
+                Ok(Ok(h)) => return Ok(h),
+                Ok(Err(e)) => e,
+                Err(_) => unavailable(),
+            }
+        };
+        audit(
+            &self.core,
+            &principal,
+            action,
+            Some(&resource),
+            Err(&e.to_string()),
+            Duration::ZERO,
+            Metadata::new(),
+        )
+        .await;
+        Err(e)
     }
 
     /// Restores a completed step's snapshot (a workflow's rollback), through the same

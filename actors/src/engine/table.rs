@@ -3,13 +3,17 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use ire_core::{Error, ExecutionStatus, ProgressUpdate, Result};
+use ire_core::{Error, ExecutionStatus, ProgressUpdate, ResourceKey, Result};
 use tokio_util::sync::CancellationToken;
+
+use crate::security::SecretRedactor;
 
 struct Entry {
     status: ExecutionStatus,
     cancel: CancellationToken,
     progress: Option<ProgressUpdate>,
+    redactor: SecretRedactor,
+    key: ResourceKey,
 }
 
 struct Inner {
@@ -34,7 +38,13 @@ impl ExecutionTable {
         }
     }
 
-    pub(crate) fn insert(&self, id: &str, cancel: CancellationToken) -> Result<()> {
+    pub(crate) fn insert(
+        &self,
+        id: &str,
+        cancel: CancellationToken,
+        redactor: SecretRedactor,
+        key: ResourceKey,
+    ) -> Result<()> {
         let mut i = self.inner.lock().expect("table lock");
         if i.entries.contains_key(id) {
             return Err(Error::invalid(
@@ -48,6 +58,8 @@ impl ExecutionTable {
                 status: ExecutionStatus::Pending,
                 cancel,
                 progress: None,
+                redactor,
+                key,
             },
         );
         Ok(())
@@ -75,6 +87,16 @@ impl ExecutionTable {
         if let Some(e) = i.entries.get_mut(&update.execution_id) {
             e.progress = Some(update);
         }
+    }
+
+    /// What the progress forwarder needs to publish an update of a live execution.
+    pub(crate) fn progress_context(&self, id: &str) -> Option<(SecretRedactor, ResourceKey)> {
+        self.inner
+            .lock()
+            .expect("table lock")
+            .entries
+            .get(id)
+            .map(|e| (e.redactor.clone(), e.key.clone()))
     }
 
     pub(crate) fn status(&self, id: &str) -> Result<ExecutionStatus> {
