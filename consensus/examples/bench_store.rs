@@ -271,6 +271,10 @@ async fn main() {
         "snapshot build",
         format!("{:.2} s", t.elapsed().as_secs_f64()),
     );
+    row(
+        "RSS after the snapshot build",
+        format!("{:.1} MiB", rss_mib()),
+    );
     let size = snap.snapshot.metadata().await.unwrap().len();
     row(
         "snapshot file",
@@ -291,6 +295,7 @@ async fn main() {
         format!("{:.2} s", t.elapsed().as_secs_f64()),
     );
 
+    row("RSS after the purge", format!("{:.1} MiB", rss_mib()));
     let dir2 = tmp.path().join("follower");
     let (_log2, mut sm2) = store::open(&dir2, StoreOptions::default()).unwrap();
     let mut recv = sm2.begin_receiving_snapshot().await.unwrap();

@@ -23,6 +23,7 @@ use crate::types::SnapshotMeta;
 const MAGIC: &[u8; 8] = b"IRESNAP1";
 const MAX_FRAME: usize = MAX_VALUE_BYTES + 4096;
 const IMPORT_BATCH: usize = 1024;
+const IMPORT_FLUSH_BYTES: usize = 16 << 20;
 
 /// Raw bytes, encoded as one length-prefixed block (serde's default for `Vec<u8>` is a
 /// sequence of single bytes, which is much slower for large snapshots).
@@ -369,16 +370,26 @@ pub fn import(tables: &Tables, path: &Path) -> StoreResult<(SnapshotMeta, Option
     let mut batches: Vec<sled::Batch> = (0..trees.len()).map(|_| Default::default()).collect();
     let mut pending = 0usize;
     let mut rows = 0u64;
+    let mut unflushed_bytes = 0usize;
     loop {
         match read_frame(&mut r, &mut crc, path)? {
             Some(Frame::Row { tree, key, value }) => {
                 check_tree(tree, path)?;
+                unflushed_bytes += key.0.len() + value.0.len();
                 batches[tree as usize].insert(key.0, value.0);
                 pending += 1;
                 rows += 1;
                 if pending >= IMPORT_BATCH {
                     flush_batches(&trees, &mut batches)?;
                     pending = 0;
+                }
+                if unflushed_bytes >= IMPORT_FLUSH_BYTES {
+                    // sled keeps written pages in memory until they are flushed: without
+                    // this, installing a large snapshot costs many times its size in RAM.
+                    trees[0]
+                        .flush()
+                        .map_err(StoreError::sled("flush during install"))?;
+                    unflushed_bytes = 0;
                 }
             }
             Some(Frame::End { rows: n, crc: c }) => {
