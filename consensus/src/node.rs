@@ -60,9 +60,11 @@ pub struct RaftTimings {
 impl Default for RaftTimings {
     fn default() -> Self {
         Self {
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(300),
-            election_timeout_max: Duration::from_millis(600),
+            // A leader that dies is replaced in well under a second; raise these on hosts
+            // whose CPUs are so overcommitted that heartbeats are late.
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(200),
+            election_timeout_max: Duration::from_millis(400),
             snapshot_every: 5_000,
             logs_to_keep: 1_000,
         }
