@@ -66,6 +66,24 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// CPU seconds this process has used (user + system).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -149,6 +167,7 @@ async fn overhead(label: &str, n: &Node, plugin: &str, count: usize) {
 async fn concurrent(n: &Node, count: usize) {
     // Requests arrive concurrently (API calls, a campaign's fan-out), each from its own task.
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..count {
         let r = n.resources[i % n.resources.len()].clone();
@@ -170,12 +189,14 @@ async fn concurrent(n: &Node, count: usize) {
         last_admitted = last_admitted.max(admitted);
     }
     let wall = start.elapsed();
+    let cpu = cpu_seconds() - cpu0;
     assert_eq!(ok, count);
     println!(
-        "| {count:>6} x sleep 200 ms | {:>14.1} | {:>16.1} | {:>15.1} | {:>13.1} |",
+        "| {count:>6} x sleep 200 ms | {:>14.1} | {:>16.1} | {:>15.1} | {:>13.1} | {:>15.1} |",
         wall.as_secs_f64() * 1e3,
         (wall.as_secs_f64() - 0.2) * 1e3,
         last_admitted.as_secs_f64() * 1e3,
+        cpu * 1e6 / count as f64,
         peak_rss_mib()
     );
 }
@@ -187,6 +208,8 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
+        println!("Load average at start: {}", load_average());
+        println!();
         println!("Engine overhead (sequential executions, in-process, 2 worker threads)");
         println!();
         println!(
@@ -216,19 +239,22 @@ fn main() {
         println!("Concurrent executions (concurrency limit 10,000, no lock)");
         println!();
         println!(
-            "| {:<22} | {:>14} | {:>16} | {:>15} | {:>13} |",
-            "case", "wall ms", "beyond 200 ms", "all admitted ms", "peak RSS MiB"
+            "| {:<22} | {:>14} | {:>16} | {:>15} | {:>13} | {:>15} |",
+            "case", "wall ms", "beyond 200 ms", "all admitted ms", "CPU us / exec", "peak RSS MiB"
         );
         println!(
-            "|{}|{}|{}|{}|{}|",
+            "|{}|{}|{}|{}|{}|{}|",
             "-".repeat(24),
             "-".repeat(16),
             "-".repeat(18),
             "-".repeat(17),
-            "-".repeat(15)
+            "-".repeat(15),
+            "-".repeat(17)
         );
         let wide = node(false, 10_000, 20_000, 1_000).await;
         concurrent(&wide, 1_000).await;
         concurrent(&wide, 10_000).await;
+        println!();
+        println!("Load average at end: {}", load_average());
     });
 }

@@ -156,8 +156,8 @@ async fn fault_is_on_the_ledger_with_its_token_before_it_is_injected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_is_renewed_while_a_long_execution_runs() {
     let service = Arc::new(MemoryLockService::new());
-    let rig = Rig::with(opts(&service, Duration::from_millis(300))).await;
-    let p = Probe::new("probe", Duration::from_millis(1500));
+    let rig = Rig::with(opts(&service, Duration::from_millis(900))).await;
+    let p = Probe::new("probe", Duration::from_millis(3000));
     rig.register(Arc::new(p.clone())).await;
     let r = rig.resource("db");
     let mut h = rig
@@ -170,7 +170,7 @@ async fn lease_is_renewed_while_a_long_execution_runs() {
     })
     .await;
     // Well past the ttl, the lease is still ours: nobody else can take it.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
     let other = service
         .acquire(&r.key, "intruder", Duration::from_secs(1))
         .await
