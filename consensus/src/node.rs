@@ -34,7 +34,8 @@ use crate::transport::{
     ClusterTransport, ClusterTransportConfig, NodeId, PeerStatus, RaftTransport, RemoteError,
     RemoteErrorKind, RpcHandler, RpcKind, TlsConfig, TransportError,
 };
-use crate::types::{ClusterNode, Command, Rejection, Request, Response, TypeConfig};
+use crate::types::{check_ttl, ClusterNode, Command, Rejection, Request, Response, TypeConfig};
+use ire_core::LockOutcome;
 
 impl NodeAddress for ClusterNode {
     fn address(&self) -> &str {
@@ -65,7 +66,7 @@ impl Default for RaftTimings {
             heartbeat_interval: Duration::from_millis(50),
             election_timeout_min: Duration::from_millis(200),
             election_timeout_max: Duration::from_millis(400),
-            snapshot_every: 5_000,
+            snapshot_every: 20_000,
             logs_to_keep: 1_000,
         }
     }
@@ -635,6 +636,9 @@ impl NodeInner {
     async fn serve(&self, req: ForwardRequest) -> Result<ForwardReply, ConsensusError> {
         match req {
             ForwardRequest::Write(command) => {
+                if let Some(held) = self.refuse_held_acquire(&command) {
+                    return Ok(ForwardReply::Written(Response::Lock(held)));
+                }
                 // The leader's clock, taken right before proposing: every replica decides
                 // expiry from this stamp.
                 let request = Request::stamped_now(command);
@@ -696,6 +700,40 @@ impl NodeInner {
                 Ok(ForwardReply::MembershipChanged)
             }
         }
+    }
+
+    /// Answers an acquire of a key leased to someone else from the leader's applied state,
+    /// without a log entry: a refusal grants nothing, so it needs no replication, and under
+    /// contention the log is left to grants and releases. The applied state may lag a release
+    /// that is not acknowledged yet, which only delays the grant. Anything else (free or
+    /// expired keys, the holder's own re-acquire, operator holds, invalid input) goes
+    /// through the log.
+    fn refuse_held_acquire(&self, command: &Command) -> Option<LockOutcome> {
+        let Command::Acquire { key, holder, ttl } = command else {
+            return None;
+        };
+        if check_ttl("acquire.ttl", *ttl).is_err()
+            || self.raft.metrics().borrow().state != ServerState::Leader
+        {
+            return None;
+        }
+        let info = self.sm.read(|view| {
+            let clock = view.clock().ok().flatten();
+            let now = clock.map_or_else(Utc::now, |c| c.max(Utc::now()));
+            view.lock_info(key, now).ok().map(|info| (info, now))
+        });
+        let (info, now) = info?;
+        if info.hold.is_some() {
+            return None;
+        }
+        let lease = info.lease?;
+        if lease.holder == *holder || lease.expires_at <= now {
+            return None;
+        }
+        Some(LockOutcome::Held {
+            holder: lease.holder,
+            until: Some(lease.expires_at),
+        })
     }
 
     fn client_write_error(

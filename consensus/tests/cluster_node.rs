@@ -109,6 +109,29 @@ async fn a_bootstrapped_node_passes_the_lock_conformance_suite_and_guards_the_le
     assert_eq!(all.len(), 1);
     assert!(!all[0].state.is_active());
 
+    // Refusing a held key takes no log entry; the holder's re-acquire does.
+    let before = client.status().await.last_log_index;
+    match client
+        .acquire(&key, "exec-other", Duration::from_secs(5))
+        .await
+        .unwrap()
+    {
+        LockOutcome::Held { holder, until } => {
+            assert_eq!(holder, "exec-ledger");
+            assert!(until.is_some());
+        }
+        granted => panic!("a held key was granted: {granted:?}"),
+    }
+    assert_eq!(
+        client.status().await.last_log_index,
+        before,
+        "a refusal was logged"
+    );
+    assert!(matches!(
+        client.acquire(&key, "exec-ledger", Duration::from_secs(60)).await.unwrap(),
+        LockOutcome::Granted(g) if g.token == token
+    ));
+
     // Bad input is refused with a clear, correctly classified error.
     let err = client
         .acquire(&key, "", Duration::from_secs(1))
