@@ -19,6 +19,8 @@ use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
+/// Entries removed per sled batch when purging.
+const PURGE_BATCH: usize = 1024;
 
 /// The raft log store. Clones share the same trees.
 #[derive(Clone)]
@@ -220,14 +222,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta
             .insert(LAST_PURGED, bytes)
             .map_err(io(StorageIOError::write_logs))?;
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range(..=index_key(log_id.index)) {
-            let (k, _) = kv.map_err(io(StorageIOError::write_logs))?;
-            batch.remove(k);
+        // In bounded batches: one huge sled batch holds every removed page in memory.
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for kv in self.log.range(..=index_key(log_id.index)).take(PURGE_BATCH) {
+                let (k, _) = kv.map_err(io(StorageIOError::write_logs))?;
+                batch.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            self.log
+                .apply_batch(batch)
+                .map_err(io(StorageIOError::write_logs))?;
+            if n == PURGE_BATCH {
+                self.db
+                    .flush_async()
+                    .await
+                    .map_err(io(StorageIOError::write_logs))?;
+            }
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(io(StorageIOError::write_logs))?;
         Ok(())
     }
 }
