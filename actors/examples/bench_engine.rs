@@ -164,6 +164,40 @@ async fn overhead(label: &str, n: &Node, plugin: &str, count: usize) {
     );
 }
 
+/// 10,000 executions submitted as one batch (a campaign step fanned out over many resources).
+async fn concurrent_batch(n: &Node, count: usize) {
+    let start = Instant::now();
+    let cpu0 = cpu_seconds();
+    let requests = (0..count)
+        .map(|i| {
+            let r = n.resources[i % n.resources.len()].clone();
+            ExecutionRequest::new("sleep-200ms", r, "bench")
+        })
+        .collect();
+    let handles = n.engine.execute_many(requests).await;
+    let admitted = start.elapsed();
+    let mut tasks = tokio::task::JoinSet::new();
+    for h in handles {
+        let mut h = h.unwrap();
+        tasks.spawn(async move { h.wait().await.unwrap().is_success() });
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        ok += usize::from(r.unwrap());
+    }
+    let wall = start.elapsed();
+    let cpu = cpu_seconds() - cpu0;
+    assert_eq!(ok, count);
+    println!(
+        "| {count:>6} x sleep 200 ms, batch | {:>7.1} | {:>16.1} | {:>15.1} | {:>13.1} | {:>15.1} |",
+        wall.as_secs_f64() * 1e3,
+        (wall.as_secs_f64() - 0.2) * 1e3,
+        admitted.as_secs_f64() * 1e3,
+        cpu * 1e6 / count as f64,
+        peak_rss_mib()
+    );
+}
+
 async fn concurrent(n: &Node, count: usize) {
     // Requests arrive concurrently (API calls, a campaign's fan-out), each from its own task.
     let start = Instant::now();
@@ -254,6 +288,8 @@ fn main() {
         let wide = node(false, 10_000, 20_000, 1_000).await;
         concurrent(&wide, 1_000).await;
         concurrent(&wide, 10_000).await;
+        concurrent_batch(&wide, 1_000).await;
+        concurrent_batch(&wide, 10_000).await;
         println!();
         println!("Load average at end: {}", load_average());
     });

@@ -288,3 +288,33 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn a_batch_is_admitted_in_order_up_to_the_queue_and_the_rest_rejected() {
+    let mut opts = engine_common::RigOptions::default();
+    opts.config.concurrency_limit = 2;
+    opts.config.queue_capacity = 3;
+    let rig = Rig::with(opts).await;
+    let p = Probe::new("probe", Duration::from_millis(50));
+    rig.register(Arc::new(p.clone())).await;
+    let r = rig.resource("db");
+    let mut reqs: Vec<_> = (0..7).map(|_| rig.request("probe", &r)).collect();
+    reqs[1].plugin_name = "missing".into();
+    let answers = rig.engine.execute_many(reqs).await;
+    assert_eq!(answers.len(), 7);
+    assert!(matches!(answers[1], Err(Error::NotFound { .. })));
+    // 2 run + 3 queue: the 6 valid requests admit 5, and the last is rejected.
+    let ok: Vec<usize> = (0..7).filter(|&i| answers[i].is_ok()).collect();
+    assert_eq!(ok, [0, 2, 3, 4, 5]);
+    assert!(matches!(answers[6], Err(Error::Overloaded { .. })));
+    for a in answers.into_iter().flatten() {
+        let mut h = a;
+        assert!(h.wait().await.unwrap().is_success());
+    }
+    assert!(p.max() <= 2);
+    assert!(rig
+        .audit
+        .entries()
+        .iter()
+        .any(|e| e.result.error.contains("overloaded")));
+}

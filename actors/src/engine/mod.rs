@@ -210,6 +210,13 @@ pub enum EngineMessage {
         /// Its handle, or the rejection.
         reply: oneshot::Sender<Result<ExecutionHandle>>,
     },
+    /// Admits and starts many executions (answers in order).
+    SubmitMany {
+        /// The executions.
+        jobs: Vec<Job>,
+        /// Their handles or rejections.
+        reply: oneshot::Sender<Vec<Result<ExecutionHandle>>>,
+    },
     /// Heartbeat: answered at once by a healthy actor.
     Ping(oneshot::Sender<()>),
     /// Blocks the actor's mailbox for a while (exercises stuck-actor detection).
@@ -296,6 +303,10 @@ impl Actor for EngineActor {
         match message {
             EngineMessage::Submit { job, reply } => {
                 let _ = reply.send(self.admit(*job, state));
+            }
+            EngineMessage::SubmitMany { jobs, reply } => {
+                let answers = jobs.into_iter().map(|j| self.admit(j, state)).collect();
+                let _ = reply.send(answers);
             }
             EngineMessage::Ping(reply) => {
                 let _ = reply.send(());
@@ -851,9 +862,138 @@ impl Engine {
     /// lookup for a workflow's rollback.
     pub(crate) async fn submit(
         &self,
-        mut request: ExecutionRequest,
+        request: ExecutionRequest,
         revert: Option<(Arc<dyn Plugin>, Snapshot, Option<String>)>,
     ) -> Result<ExecutionHandle> {
+        let job = self.prepare(request, revert).await?;
+        let actor = match self.slot.get() {
+            Ok(a) => a,
+            Err(e) => return Err(self.rejected(&job, e).await),
+        };
+        let (tx, rx) = oneshot::channel();
+        // What an audit of a rejection needs is kept aside; the job moves to the actor.
+        let principal = job.request.principal.clone();
+        let resource = job.request.resource.clone();
+        let plugin_name = job.request.plugin_name.clone();
+        let e = if actor
+            .cast(EngineMessage::Submit {
+                job: Box::new(job),
+                reply: tx,
+            })
+            .is_err()
+        {
+            unavailable()
+        } else {
+            match rx.await {
+                Ok(Ok(h)) => return Ok(h),
+                Ok(Err(e)) => e,
+                Err(_) => unavailable(),
+            }
+        };
+        audit(
+            &self.core,
+            &principal,
+            Action::new(verb::EXECUTE, plugin_name),
+            Some(&resource),
+            Err(&e.to_string()),
+            Duration::ZERO,
+            Metadata::new(),
+        )
+        .await;
+        Err(e)
+    }
+
+    /// Authorizes and admits many requests with one message to the actor (a campaign step
+    /// fanned out over many resources). Each request gets its own handle or rejection, in
+    /// order.
+    pub async fn execute_many(
+        &self,
+        requests: Vec<ExecutionRequest>,
+    ) -> Vec<Result<ExecutionHandle>> {
+        let mut out: Vec<Option<Result<ExecutionHandle>>> = Vec::with_capacity(requests.len());
+        let mut jobs = Vec::new();
+        let mut slots = Vec::new();
+        for r in requests {
+            match self.prepare(r, None).await {
+                Ok(job) => {
+                    slots.push((
+                        out.len(),
+                        job.request.principal.clone(),
+                        job.request.plugin_name.clone(),
+                        job.request.resource.key.to_string(),
+                    ));
+                    out.push(None);
+                    jobs.push(job);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        if !jobs.is_empty() {
+            let answers: Vec<Result<ExecutionHandle>> = match self.slot.get() {
+                Ok(actor) => {
+                    let n = jobs.len();
+                    let (tx, rx) = oneshot::channel();
+                    let sent = actor.cast(EngineMessage::SubmitMany { jobs, reply: tx });
+                    match sent {
+                        Ok(()) => rx
+                            .await
+                            .unwrap_or_else(|_| (0..n).map(|_| Err(unavailable())).collect()),
+                        Err(_) => (0..n).map(|_| Err(unavailable())).collect(),
+                    }
+                }
+                Err(e) => jobs
+                    .iter()
+                    .map(|_| {
+                        Err(Error::Unavailable {
+                            message: e.to_string(),
+                            source: None,
+                        })
+                    })
+                    .collect(),
+            };
+            for ((i, principal, plugin, key), a) in slots.into_iter().zip(answers) {
+                if let Err(e) = &a {
+                    let mut meta = Metadata::new();
+                    meta.insert("resource".into(), key.into());
+                    audit(
+                        &self.core,
+                        &principal,
+                        Action::new(verb::EXECUTE, plugin),
+                        None,
+                        Err(&e.to_string()),
+                        Duration::ZERO,
+                        meta,
+                    )
+                    .await;
+                }
+                out[i] = Some(a);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every request answered"))
+            .collect()
+    }
+
+    async fn rejected(&self, job: &Job, e: Error) -> Error {
+        audit(
+            &self.core,
+            &job.request.principal,
+            Action::new(verb::EXECUTE, job.request.plugin_name.clone()),
+            Some(&job.request.resource),
+            Err(&e.to_string()),
+            Duration::ZERO,
+            Metadata::new(),
+        )
+        .await;
+        e
+    }
+
+    /// Authorizes and checks a request, up to admission.
+    async fn prepare(
+        &self,
+        mut request: ExecutionRequest,
+        revert: Option<(Arc<dyn Plugin>, Snapshot, Option<String>)>,
+    ) -> Result<Job> {
         if request.execution_id.is_empty() {
             request.execution_id = uuid::Uuid::new_v4().to_string();
         }
@@ -907,42 +1047,11 @@ impl Engine {
         if let Err(e) = plugin.validate_config(&request.config) {
             return Err(rejected(e.context(format!("config of plugin {}", md.name))).await);
         }
-        let actor = match self.slot.get() {
-            Ok(a) => a,
-            Err(e) => return Err(rejected(e).await),
-        };
-        let (tx, rx) = oneshot::channel();
-        // The request moves into the job; what an audit of a rejection needs is kept aside.
-        let principal = request.principal.clone();
-        let resource = request.resource.clone();
-        let job = Box::new(Job {
+        Ok(Job {
             request,
             plugin,
             revert,
-        });
-        let e = if actor
-            .cast(EngineMessage::Submit { job, reply: tx })
-            .is_err()
-        {
-            unavailable()
-        } else {
-            match rx.await {
-                Ok(Ok(h)) => return Ok(h),
-                Ok(Err(e)) => e,
-                Err(_) => unavailable(),
-            }
-        };
-        audit(
-            &self.core,
-            &principal,
-            action,
-            Some(&resource),
-            Err(&e.to_string()),
-            Duration::ZERO,
-            Metadata::new(),
-        )
-        .await;
-        Err(e)
+        })
     }
 
     /// Restores a completed step's snapshot (a workflow's rollback), through the same
