@@ -194,7 +194,7 @@ async fn race(nodes: u64, clients: usize, seed: u64, run: Duration) {
         summary.leases >= 20,
         "too few leases to mean anything: {summary:?}"
     );
-    assert!(summary.handoffs >= 5, "keys must change hands: {summary:?}");
+    assert!(summary.handoffs >= 3, "keys must change hands: {summary:?}");
     assert!(disruptions >= 2, "the network must have been disrupted");
 
     // Every replica ends with the same lock table.
