@@ -292,3 +292,64 @@ async fn sigkill_of_the_leader_keeps_acknowledged_locks_and_records_and_bad_inpu
         let _ = p.child.start_kill();
     }
 }
+
+async fn peer_connected(c: &mut ControlClient, peer: u64) -> Option<bool> {
+    let status = c.request("status").await.ok()?;
+    let json: serde_json::Value = serde_json::from_str(status.strip_prefix("ok ")?).ok()?;
+    json["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["id"].as_u64() == Some(peer))
+        .and_then(|p| p["connected"].as_bool())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_dropped_and_reconnected_when_it_answers_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs = [free_addr(), free_addr()];
+    let n1 = NodeProc::spawn(1, addrs[0], &dir.path().join("n1"), &["--bootstrap".into()]).await;
+    let seed = format!("1={}", addrs[0]);
+    let mut n2 = NodeProc::spawn(
+        2,
+        addrs[1],
+        &dir.path().join("n2"),
+        &["--join".into(), seed],
+    )
+    .await;
+    n2.wait_line("JOINED").await;
+    let mut c1 = n1.client().await;
+    assert_eq!(peer_connected(&mut c1, 2).await, Some(true));
+
+    // SIGSTOP: the TCP session stays open but the peer answers nothing.
+    let pid = n2.child.id().unwrap().to_string();
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    let end = Instant::now() + Duration::from_secs(15);
+    while peer_connected(&mut c1, 2).await != Some(false) {
+        assert!(Instant::now() < end, "a silent peer was never dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let cont = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    assert!(cont.success());
+    let end = Instant::now() + Duration::from_secs(30);
+    while peer_connected(&mut c1, 2).await != Some(true) {
+        assert!(Instant::now() < end, "the peer was never reconnected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut c2 = n2.client().await;
+    let reply = until(
+        &mut c2,
+        "acquire docker/app/resumed/1 exec-r 60000",
+        "granted",
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(reply.starts_with("granted"));
+}
