@@ -254,6 +254,9 @@ async fn client_for(config: &KubernetesConfig) -> Result<Client> {
             )
         })?
     };
+    // The node links two rustls providers (ring for kube, aws-lc-rs through ractor_cluster),
+    // so rustls cannot choose one by itself: install ring unless a provider is already set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::try_from(kube_config)
         .map_err(|e| Error::invalid("kubeconfig", format!("cannot build a client: {e}")))
 }
