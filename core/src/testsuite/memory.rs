@@ -193,7 +193,10 @@ impl MemoryLedger {
 impl FaultLedger for MemoryLedger {
     async fn record_fault(&self, entry: FaultEntry) -> Result<()> {
         let mut f = self.faults.lock().unwrap();
-        if f.iter().any(|e| e.id == entry.id) {
+        if let Some(existing) = f.iter().find(|e| e.id == entry.id) {
+            if *existing == entry {
+                return Ok(()); // An identical retry.
+            }
             return Err(Error::Conflict {
                 message: format!("fault {} is already recorded", entry.id),
             });

@@ -41,9 +41,20 @@ pub async fn ledger_conformance(
             .await
             .expect("record_fault");
     }
+    // A client whose write timed out retries it: the identical record is accepted once
+    // more without change, while the same id with other content is refused.
+    ledger
+        .record_fault(entry("f0", "c1"))
+        .await
+        .expect("an identical retry of a recorded fault is accepted");
     assert!(
-        ledger.record_fault(entry("f0", "c1")).await.is_err(),
-        "a fault id was recorded twice"
+        ledger.record_fault(entry("f0", "c2")).await.is_err(),
+        "a fault id was recorded twice with different content"
+    );
+    assert_eq!(
+        ledger.fault("f0").await.unwrap().campaign.as_deref(),
+        Some("c1"),
+        "a refused re-record changed the fault"
     );
     let f0 = ledger.fault("f0").await.expect("fault");
     assert_eq!(
