@@ -2,7 +2,7 @@
 //! and the ledger record), and 1,000 / 10,000 concurrent executions of a plugin that
 //! sleeps 200 ms (wall time beyond the 200 ms, peak RSS).
 //!
-//! Run: `cargo run --release -p ire-actors --example bench_engine`
+//! Run: `cargo run --release -p ire-actors --example bench_engine [all|overhead|tasks-10000|batch-10000]`
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -241,7 +241,24 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // `bench_engine [all|overhead|tasks-10000|batch-10000]`: a single concurrent case in a fresh
+    // process measures its own peak RSS, not the high-water mark of earlier phases.
+    let only = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     rt.block_on(async {
+        if only != "all" && only != "overhead" {
+            let wide = node(false, 10_000, 20_000, 1_000).await;
+            println!(
+                "Load average: {}, RSS before: {:.1} MiB",
+                load_average(),
+                peak_rss_mib()
+            );
+            match only.as_str() {
+                "tasks-10000" => concurrent(&wide, 10_000).await,
+                "batch-10000" => concurrent_batch(&wide, 10_000).await,
+                other => panic!("unknown case {other}"),
+            }
+            return;
+        }
         println!("Load average at start: {}", load_average());
         println!();
         println!("Engine overhead (sequential executions, in-process, 2 worker threads)");
@@ -285,6 +302,9 @@ fn main() {
             "-".repeat(15),
             "-".repeat(17)
         );
+        if only == "overhead" {
+            return;
+        }
         let wide = node(false, 10_000, 20_000, 1_000).await;
         concurrent(&wide, 1_000).await;
         concurrent(&wide, 10_000).await;
