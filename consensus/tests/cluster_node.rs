@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ire_consensus::client::ConsensusClient;
 use ire_consensus::node::{RaftNode, RaftNodeConfig, RaftTimings};
-use ire_core::testsuite::conformance::lock_conformance;
+use ire_core::testsuite::conformance::{ledger_conformance, lock_conformance};
 use ire_core::{
     Error, FaultEntry, FaultLedger, FaultQuery, FaultState, FencingToken, LockOutcome, LockService,
     ResourceKey,
@@ -72,12 +72,23 @@ async fn a_bootstrapped_node_passes_the_lock_conformance_suite_and_guards_the_le
         LockOutcome::Granted(g) => g.token,
         held => panic!("expected a grant: {held:?}"),
     };
-    // ire-core's ledger suite expects an identical re-record to fail, while the replicated
-    // ledger treats it as a harmless retry; these checks cover the rest through the client.
+    // ire-core's ledger suite, under a live lease on its own key.
+    let suite_key: ResourceKey = "docker/ledger/suite/1".parse().unwrap();
+    let suite_token = match client
+        .acquire(&suite_key, "exec-suite", Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
+        LockOutcome::Granted(g) => g.token,
+        held => panic!("expected a grant: {held:?}"),
+    };
+    ledger_conformance(&client, &suite_key, suite_token).await;
+
+    // Stale tokens are refused through the client.
     let fault = |id: &str, token: FencingToken| FaultEntry {
         id: id.into(),
         execution_id: "exec-ledger".into(),
-        campaign: Some("c1".into()),
+        campaign: Some("c-ledger".into()),
         step: Some("s1".into()),
         resource: key.clone(),
         plugin: "kill".into(),
@@ -88,20 +99,20 @@ async fn a_bootstrapped_node_passes_the_lock_conformance_suite_and_guards_the_le
         duration: None,
         state: FaultState::Injected,
     };
-    client.record_fault(fault("f1", token)).await.unwrap();
+    client.record_fault(fault("g1", token)).await.unwrap();
     let stale = client
-        .record_fault(fault("f2", FencingToken(token.0 - 1)))
+        .record_fault(fault("g2", FencingToken(token.0 - 1)))
         .await
         .unwrap_err();
     assert!(matches!(stale.root(), Error::Conflict { .. }), "{stale}");
     assert!(matches!(
-        client.fault("f2").await.unwrap_err().root(),
+        client.fault("g2").await.unwrap_err().root(),
         Error::NotFound { .. }
     ));
-    client.mark_reverted("f1", "node-11").await.unwrap();
+    client.mark_reverted("g1", "node-11").await.unwrap();
     let all = client
         .query_faults(&FaultQuery {
-            campaign: Some("c1".into()),
+            campaign: Some("c-ledger".into()),
             ..Default::default()
         })
         .await
