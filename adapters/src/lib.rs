@@ -7,3 +7,5 @@ pub mod docker;
 pub mod kubernetes;
 #[cfg(feature = "process")]
 pub mod process;
+
+pub mod telemetry;

@@ -98,8 +98,15 @@ pub(crate) async fn run(w: Watch, tx: mpsc::Sender<Result<ResourceEvent>>) {
                     }
                     last_nano = last_nano.max(nano);
                     if let Some(event) = to_event(&w, ev).await {
-                        if filter.matches(&event.resource) && tx.send(Ok(event)).await.is_err() {
-                            return;
+                        if filter.matches(&event.resource) {
+                            crate::telemetry::watch_event(
+                                super::ENVIRONMENT,
+                                &w.adapter,
+                                event.type_,
+                            );
+                            if tx.send(Ok(event)).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }
@@ -125,6 +132,7 @@ pub(crate) async fn run(w: Watch, tx: mpsc::Sender<Result<ResourceEvent>>) {
             return;
         }
         tracing::warn!(component = "docker-adapter", failures, error = ?err, "event stream broke; reopening");
+        crate::telemetry::watch_reconnect(super::ENVIRONMENT, &w.adapter);
         tokio::select! {
             _ = w.cancel.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))) => {}

@@ -246,198 +246,232 @@ fn connect(config: &DockerConfig) -> Result<Docker> {
 #[async_trait]
 impl EnvironmentAdapter for DockerAdapter {
     async fn initialize(&mut self, config: AdapterConfig) -> Result<()> {
-        let cfg = DockerConfig::from_adapter_config(&config)?;
-        if !config.name.is_empty() {
-            self.name = config.name.clone();
-        }
-        let mut docker = connect(&cfg)?;
-        if cfg.api_version.is_none() {
-            // Docker 20.10 speaks API 1.41: agree on the highest version both know.
-            docker = docker.negotiate_version().await.map_err(|e| {
+        let instance = config.name.clone();
+        crate::telemetry::observed(ENVIRONMENT, &instance, "initialize", async {
+            let cfg = DockerConfig::from_adapter_config(&config)?;
+            if !config.name.is_empty() {
+                self.name = config.name.clone();
+            }
+            let mut docker = connect(&cfg)?;
+            if cfg.api_version.is_none() {
+                // Docker 20.10 speaks API 1.41: agree on the highest version both know.
+                docker = docker.negotiate_version().await.map_err(|e| {
+                    Error::unavailable(format!("docker daemon of adapter {:?}", self.name), e)
+                })?;
+            }
+            docker.ping().await.map_err(|e| {
                 Error::unavailable(format!("docker daemon of adapter {:?}", self.name), e)
             })?;
-        }
-        docker.ping().await.map_err(|e| {
-            Error::unavailable(format!("docker daemon of adapter {:?}", self.name), e)
-        })?;
-        if let Ok(info) = docker.info().await {
-            if let Some(t) = info
-                .system_time
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-            {
-                let local = chrono::Utc::now();
-                self.clock_offset_ns = (t.with_timezone(&chrono::Utc) - local)
-                    .num_nanoseconds()
-                    .unwrap_or(0);
+            if let Ok(info) = docker.info().await {
+                if let Some(t) = info
+                    .system_time
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                {
+                    let local = chrono::Utc::now();
+                    self.clock_offset_ns = (t.with_timezone(&chrono::Utc) - local)
+                        .num_nanoseconds()
+                        .unwrap_or(0);
+                }
             }
-        }
-        tracing::info!(component = "docker-adapter", adapter = %self.name,
-            api = %format!("{}.{}", docker.client_version().major_version, docker.client_version().minor_version),
-            "connected");
-        self.config = cfg;
-        self.docker = Some(docker);
-        self.closed = CancellationToken::new();
-        Ok(())
+            tracing::info!(component = "docker-adapter", adapter = %self.name,
+                api = %format!("{}.{}", docker.client_version().major_version, docker.client_version().minor_version),
+                "connected");
+            self.config = cfg;
+            self.docker = Some(docker);
+            self.closed = CancellationToken::new();
+            Ok(())
+        })
+        .await
     }
 
     async fn close(&self) -> Result<()> {
-        self.closed.cancel();
-        Ok(())
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "close", async {
+            self.closed.cancel();
+            Ok(())
+        })
+        .await
     }
 
     async fn list_resources(&self, filter: &ResourceFilter) -> Result<Vec<Resource>> {
-        filter.validate()?;
-        let server = filters::server_filter(filter);
-        if server.matches_nothing {
-            return Ok(Vec::new());
-        }
-        // Docker's `limit` keeps the newest containers: usable for a page only when Docker
-        // evaluates the whole filter.
-        let limit = match (server.exact, filter.limit) {
-            (true, Some(l)) => i32::try_from(l.saturating_add(filter.offset)).ok(),
-            _ => None,
-        };
-        let list = self
-            .docker()?
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                limit,
-                size: false,
-                filters: (!server.filters.is_empty()).then_some(server.filters),
-            }))
-            .await
-            .map_err(|e| from_bollard(e, "resource list", &self.name))?;
-        let resources = list.into_iter().filter_map(|c| {
-            let view = ContainerView::from(c);
-            let id = view.id.clone();
-            to_resource(&self.name, view)
-                .inspect_err(|e| {
-                    tracing::warn!(component = "docker-adapter", resource_id = %id, error = %e, "skipping a container without a valid key");
-                })
-                .ok()
-        });
-        Ok(filter.apply(resources))
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "list_resources", async {
+            filter.validate()?;
+            let server = filters::server_filter(filter);
+            if server.matches_nothing {
+                return Ok(Vec::new());
+            }
+            // Docker's `limit` keeps the newest containers: usable for a page only when Docker
+            // evaluates the whole filter.
+            let limit = match (server.exact, filter.limit) {
+                (true, Some(l)) => i32::try_from(l.saturating_add(filter.offset)).ok(),
+                _ => None,
+            };
+            let list = self
+                .docker()?
+                .list_containers(Some(ListContainersOptions {
+                    all: true,
+                    limit,
+                    size: false,
+                    filters: (!server.filters.is_empty()).then_some(server.filters),
+                }))
+                .await
+                .map_err(|e| from_bollard(e, "resource list", &self.name))?;
+            let resources = list.into_iter().filter_map(|c| {
+                let view = ContainerView::from(c);
+                let id = view.id.clone();
+                to_resource(&self.name, view)
+                    .inspect_err(|e| {
+                        tracing::warn!(component = "docker-adapter", resource_id = %id, error = %e, "skipping a container without a valid key");
+                    })
+                    .ok()
+            });
+            Ok(filter.apply(resources))
+        })
+        .await
     }
 
     async fn get_resource(&self, id: &str) -> Result<Resource> {
-        let c = self.inspect(id).await?;
-        to_resource(&self.name, ContainerView::from(c))
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "get_resource", async {
+            let c = self.inspect(id).await?;
+            to_resource(&self.name, ContainerView::from(c))
+        })
+        .await
     }
 
     async fn start_resource(&self, id: &str) -> Result<()> {
-        let r = self.resolve(id).await?;
-        match self.docker()?.start_container(&r, None).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_modified(&e) => Ok(()),
-            Err(e) => Err(from_bollard(e, "resource", id)),
-        }
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "start_resource", async {
+            let r = self.resolve(id).await?;
+            match self.docker()?.start_container(&r, None).await {
+                Ok(()) => Ok(()),
+                Err(e) if is_not_modified(&e) => Ok(()),
+                Err(e) => Err(from_bollard(e, "resource", id)),
+            }
+        })
+        .await
     }
 
     async fn stop_resource(&self, id: &str, grace_period: Duration) -> Result<()> {
-        let r = self.resolve(id).await?;
-        self.stop_ref(&r, id, grace_period).await
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "stop_resource", async {
+            let r = self.resolve(id).await?;
+            self.stop_ref(&r, id, grace_period).await
+        })
+        .await
     }
 
     async fn restart_resource(&self, id: &str) -> Result<()> {
-        let r = self.resolve(id).await?;
-        let grace = self.config.restart_grace;
-        let docker = self
-            .docker()?
-            .clone()
-            .with_timeout(self.config.timeout + grace);
-        docker
-            .restart_container(
-                &r,
-                Some(RestartContainerOptions {
-                    signal: None,
-                    t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
-                }),
-            )
-            .await
-            .map_err(|e| from_bollard(e, "resource", id))
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "restart_resource", async {
+            let r = self.resolve(id).await?;
+            let grace = self.config.restart_grace;
+            let docker = self
+                .docker()?
+                .clone()
+                .with_timeout(self.config.timeout + grace);
+            docker
+                .restart_container(
+                    &r,
+                    Some(RestartContainerOptions {
+                        signal: None,
+                        t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
+                    }),
+                )
+                .await
+                .map_err(|e| from_bollard(e, "resource", id))
+        })
+        .await
     }
 
     async fn delete_resource(&self, id: &str, options: &DeleteOptions) -> Result<()> {
-        let r = self.resolve(id).await?;
-        if !options.force {
-            // Without force, the container gets its grace period to stop first.
-            self.stop_ref(&r, id, options.grace_period).await?;
-        }
-        self.docker()?
-            .remove_container(
-                &r,
-                Some(RemoveContainerOptions {
-                    force: options.force,
-                    v: false,
-                    link: false,
-                }),
-            )
-            .await
-            .map_err(|e| from_bollard(e, "resource", id))
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "delete_resource", async {
+            let r = self.resolve(id).await?;
+            if !options.force {
+                // Without force, the container gets its grace period to stop first.
+                self.stop_ref(&r, id, options.grace_period).await?;
+            }
+            self.docker()?
+                .remove_container(
+                    &r,
+                    Some(RemoveContainerOptions {
+                        force: options.force,
+                        v: false,
+                        link: false,
+                    }),
+                )
+                .await
+                .map_err(|e| from_bollard(e, "resource", id))
+        })
+        .await
     }
 
     async fn create_resource(&self, spec: &ResourceSpec) -> Result<Resource> {
-        let name = self.new_container_name();
-        let mut labels = self.config.labels.clone();
-        labels.insert(MANAGED_BY_LABEL.to_owned(), self.name.clone());
-        let body = recreate::create_body(spec, labels)?;
-        let docker = self.docker()?;
-        let created = docker
-            .create_container(
-                Some(bollard::query_parameters::CreateContainerOptions {
-                    name: Some(name.clone()),
-                    platform: String::new(),
-                }),
-                body,
-            )
-            .await
-            .map_err(|e| match from_bollard(e, "image", &spec.image) {
-                Error::NotFound { .. } => Error::not_found(
-                    "image (the docker adapter does not pull: load or build it first)",
-                    spec.image.clone(),
-                ),
-                other => other,
-            })?;
-        if let Err(e) = docker.start_container(&created.id, None).await {
-            // Leave nothing half-made behind.
-            let _ = docker
-                .remove_container(
-                    &created.id,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "create_resource", async {
+            let name = self.new_container_name();
+            let mut labels = self.config.labels.clone();
+            labels.insert(MANAGED_BY_LABEL.to_owned(), self.name.clone());
+            let body = recreate::create_body(spec, labels)?;
+            let docker = self.docker()?;
+            let created = docker
+                .create_container(
+                    Some(bollard::query_parameters::CreateContainerOptions {
+                        name: Some(name.clone()),
+                        platform: String::new(),
                     }),
+                    body,
                 )
-                .await;
-            return Err(from_bollard(e, "resource", &name));
-        }
-        self.get_resource(&created.id).await
+                .await
+                .map_err(|e| match from_bollard(e, "image", &spec.image) {
+                    Error::NotFound { .. } => Error::not_found(
+                        "image (the docker adapter does not pull: load or build it first)",
+                        spec.image.clone(),
+                    ),
+                    other => other,
+                })?;
+            if let Err(e) = docker.start_container(&created.id, None).await {
+                // Leave nothing half-made behind.
+                let _ = docker
+                    .remove_container(
+                        &created.id,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+                return Err(from_bollard(e, "resource", &name));
+            }
+            self.get_resource(&created.id).await
+        })
+        .await
     }
 
     async fn update_resource(&self, id: &str, spec: &ResourceSpec) -> Result<Resource> {
-        let old = self.inspect(id).await?;
-        let docker = self.docker()?;
-        let new_id = recreate::recreate(docker, old, spec, self.config.restart_grace)
-            .await
-            .map_err(|e| e.context(format!("updating {id}")))?;
-        self.get_resource(&new_id).await
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "update_resource", async {
+            let old = self.inspect(id).await?;
+            let docker = self.docker()?;
+            let new_id = recreate::recreate(docker, old, spec, self.config.restart_grace)
+                .await
+                .map_err(|e| e.context(format!("updating {id}")))?;
+            self.get_resource(&new_id).await
+        })
+        .await
     }
 
     async fn watch_resources(&self, filter: &ResourceFilter) -> Result<ResourceEventStream> {
-        filter.validate()?;
-        let watch = events::Watch {
-            docker: self.docker()?.clone(),
-            adapter: self.name.clone(),
-            filter: filter.clone(),
-            cancel: self.closed.child_token(),
-            since: self.daemon_now(),
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(events::run(watch, tx));
-        Ok(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "watch_resources", async {
+            filter.validate()?;
+            let watch = events::Watch {
+                docker: self.docker()?.clone(),
+                adapter: self.name.clone(),
+                filter: filter.clone(),
+                cancel: self.closed.child_token(),
+                since: self.daemon_now(),
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(256);
+            tokio::spawn(events::run(watch, tx));
+            Ok(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            })
+            .boxed())
         })
-        .boxed())
+        .await
     }
 
     async fn exec_in_resource(
@@ -446,36 +480,42 @@ impl EnvironmentAdapter for DockerAdapter {
         cmd: &[String],
         options: &ExecOptions,
     ) -> Result<ExecResult> {
-        let r = self.resolve(id).await?;
-        exec::exec(self.docker()?, &r, id, cmd, options).await
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "exec_in_resource", async {
+            let r = self.resolve(id).await?;
+            exec::exec(self.docker()?, &r, id, cmd, options).await
+        })
+        .await
     }
 
     async fn get_metrics(&self, id: &str) -> Result<Metrics> {
-        let c = self.inspect(id).await?;
-        let cid = c.id.clone().unwrap_or_default();
-        let limit = c
-            .host_config
-            .as_ref()
-            .and_then(|h| h.memory)
-            .filter(|m| *m > 0)
-            .map(|m| m as u64)
-            .unwrap_or(0);
-        // Not one-shot: Docker then samples twice, so `precpu_stats` gives a CPU delta.
-        let mut stream = self.docker()?.stats(
-            &cid,
-            Some(StatsOptions {
-                stream: false,
-                one_shot: false,
-            }),
-        );
-        let sample = stream
-            .next()
-            .await
-            .ok_or_else(|| {
-                Error::unavailable("docker stats", std::io::Error::other("empty stats stream"))
-            })?
-            .map_err(|e| from_bollard(e, "resource", id))?;
-        Ok(stats::normalize(&cid, &sample, limit))
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "get_metrics", async {
+            let c = self.inspect(id).await?;
+            let cid = c.id.clone().unwrap_or_default();
+            let limit = c
+                .host_config
+                .as_ref()
+                .and_then(|h| h.memory)
+                .filter(|m| *m > 0)
+                .map(|m| m as u64)
+                .unwrap_or(0);
+            // Not one-shot: Docker then samples twice, so `precpu_stats` gives a CPU delta.
+            let mut stream = self.docker()?.stats(
+                &cid,
+                Some(StatsOptions {
+                    stream: false,
+                    one_shot: false,
+                }),
+            );
+            let sample = stream
+                .next()
+                .await
+                .ok_or_else(|| {
+                    Error::unavailable("docker stats", std::io::Error::other("empty stats stream"))
+                })?
+                .map_err(|e| from_bollard(e, "resource", id))?;
+            Ok(stats::normalize(&cid, &sample, limit))
+        })
+        .await
     }
 
     fn adapter_info(&self) -> AdapterInfo {
@@ -513,74 +553,95 @@ impl EnvironmentAdapter for DockerAdapter {
 #[async_trait]
 impl SignalControl for DockerAdapter {
     async fn send_signal(&self, id: &str, signal: &Signal) -> Result<()> {
-        let r = self.resolve(id).await?;
-        self.docker()?
-            .kill_container(
-                &r,
-                Some(KillContainerOptions {
-                    signal: signal.name().to_owned(),
-                }),
-            )
-            .await
-            .map_err(|e| from_bollard(e, "resource", id))
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "send_signal", async {
+            let r = self.resolve(id).await?;
+            self.docker()?
+                .kill_container(
+                    &r,
+                    Some(KillContainerOptions {
+                        signal: signal.name().to_owned(),
+                    }),
+                )
+                .await
+                .map_err(|e| from_bollard(e, "resource", id))
+        })
+        .await
     }
 
     async fn pause(&self, id: &str) -> Result<()> {
-        let r = self.resolve(id).await?;
-        self.docker()?
-            .pause_container(&r)
-            .await
-            .map_err(|e| from_bollard(e, "resource", id))
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "pause", async {
+            let r = self.resolve(id).await?;
+            self.docker()?
+                .pause_container(&r)
+                .await
+                .map_err(|e| from_bollard(e, "resource", id))
+        })
+        .await
     }
 
     async fn resume(&self, id: &str) -> Result<()> {
-        let r = self.resolve(id).await?;
-        self.docker()?
-            .unpause_container(&r)
-            .await
-            .map_err(|e| from_bollard(e, "resource", id))
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "resume", async {
+            let r = self.resolve(id).await?;
+            self.docker()?
+                .unpause_container(&r)
+                .await
+                .map_err(|e| from_bollard(e, "resource", id))
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl Scaling for DockerAdapter {
     async fn replicas(&self, id: &str) -> Result<i32> {
-        let (project, service) = self.compose_service(id).await?;
-        let n = scaling::service_containers(self.docker()?, &project, &service)
-            .await?
-            .len();
-        Ok(i32::try_from(n).unwrap_or(i32::MAX))
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "replicas", async {
+            let (project, service) = self.compose_service(id).await?;
+            let n = scaling::service_containers(self.docker()?, &project, &service)
+                .await?
+                .len();
+            Ok(i32::try_from(n).unwrap_or(i32::MAX))
+        })
+        .await
     }
 
     async fn scale(&self, id: &str, replicas: i32) -> Result<()> {
-        let (project, service) = self.compose_service(id).await?;
-        scaling::scale(
-            self.docker()?,
-            &project,
-            &service,
-            replicas,
-            self.config.restart_grace,
-        )
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "scale", async {
+            let (project, service) = self.compose_service(id).await?;
+            scaling::scale(
+                self.docker()?,
+                &project,
+                &service,
+                replicas,
+                self.config.restart_grace,
+            )
+            .await
+            .map_err(|e| e.context(format!("scaling {project}/{service} to {replicas}")))
+        })
         .await
-        .map_err(|e| e.context(format!("scaling {project}/{service} to {replicas}")))
     }
 }
 
 #[async_trait]
 impl NetworkFaults for DockerAdapter {
     async fn apply(&self, id: &str, fault: &NetworkFault) -> Result<NetworkFaultHandle> {
-        let c = self.inspect(id).await?;
-        let cid = c.id.clone().unwrap_or_default();
-        if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
-            return Err(Error::Conflict {
-                message: format!("{id} is not running: its network cannot be faulted"),
-            });
-        }
-        self.runner()?.apply(&cid, fault).await
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "apply", async {
+            let c = self.inspect(id).await?;
+            let cid = c.id.clone().unwrap_or_default();
+            if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+                return Err(Error::Conflict {
+                    message: format!("{id} is not running: its network cannot be faulted"),
+                });
+            }
+            self.runner()?.apply(&cid, fault).await
+        })
+        .await
     }
 
     async fn revert(&self, handle: &NetworkFaultHandle) -> Result<()> {
-        self.runner()?.revert(handle).await
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "revert", async {
+            self.runner()?.revert(handle).await
+        })
+        .await
     }
 }
 

@@ -82,125 +82,166 @@ impl ProcessAdapter {
 #[async_trait]
 impl EnvironmentAdapter for ProcessAdapter {
     async fn initialize(&mut self, config: AdapterConfig) -> Result<()> {
-        let cfg = ProcessConfig::from_adapter_config(&config)?;
-        let fleet = cfg
-            .fleet()
-            .map_err(|e| e.context(format!("adapters.{}.config", config.name)))?;
-        let name = if config.name.is_empty() {
-            "process".to_owned()
-        } else {
-            config.name.clone()
-        };
-        fleet::validate_name(&name)
-            .map_err(|m| Error::invalid(format!("adapters.{name}.name"), m))?;
-        let autostart = cfg.autostart;
-        let sup = Arc::new(Supervisor::new(&name, cfg));
-        for spec in &fleet {
-            sup.add(spec.clone())?;
-        }
-        if autostart {
-            for spec in fleet.iter().filter(|s| s.autostart) {
-                if let Err(e) = sup.start(&spec.name) {
-                    // Leave nothing running behind a failed initialization.
-                    let _ = sup.stop_all(Duration::ZERO).await;
-                    return Err(e.context(format!("starting process {:?}", spec.name)));
+        let instance = config.name.clone();
+        crate::telemetry::observed(ENVIRONMENT, &instance, "initialize", async {
+            let cfg = ProcessConfig::from_adapter_config(&config)?;
+            let fleet = cfg
+                .fleet()
+                .map_err(|e| e.context(format!("adapters.{}.config", config.name)))?;
+            let name = if config.name.is_empty() {
+                "process".to_owned()
+            } else {
+                config.name.clone()
+            };
+            fleet::validate_name(&name)
+                .map_err(|m| Error::invalid(format!("adapters.{name}.name"), m))?;
+            let autostart = cfg.autostart;
+            let sup = Arc::new(Supervisor::new(&name, cfg));
+            for spec in &fleet {
+                sup.add(spec.clone())?;
+            }
+            if autostart {
+                for spec in fleet.iter().filter(|s| s.autostart) {
+                    if let Err(e) = sup.start(&spec.name) {
+                        // Leave nothing running behind a failed initialization.
+                        let _ = sup.stop_all(Duration::ZERO).await;
+                        return Err(e.context(format!("starting process {:?}", spec.name)));
+                    }
                 }
             }
-        }
-        self.sup = sup;
-        Ok(())
+            self.sup = sup;
+            Ok(())
+        })
+        .await
     }
 
     async fn close(&self) -> Result<()> {
-        self.sup.close().await
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "close", async {
+            self.sup.close().await
+        })
+        .await
     }
 
     async fn list_resources(&self, filter: &ResourceFilter) -> Result<Vec<Resource>> {
-        filter.validate()?;
-        Ok(filter.apply(self.sup.resources()))
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "list_resources", async {
+            filter.validate()?;
+            Ok(filter.apply(self.sup.resources()))
+        })
+        .await
     }
 
     async fn get_resource(&self, id: &str) -> Result<Resource> {
-        let name = self.sup.resolve(id)?;
-        self.sup.resource(&name)
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "get_resource", async {
+            let name = self.sup.resolve(id)?;
+            self.sup.resource(&name)
+        })
+        .await
     }
 
     async fn start_resource(&self, id: &str) -> Result<()> {
-        let name = self.sup.resolve(id)?;
-        self.sup.start(&name).map(|_| ())
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "start_resource", async {
+            let name = self.sup.resolve(id)?;
+            self.sup.start(&name).map(|_| ())
+        })
+        .await
     }
 
     async fn stop_resource(&self, id: &str, grace_period: Duration) -> Result<()> {
-        let name = self.sup.resolve(id)?;
-        self.sup.stop(&name, grace_period).await
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "stop_resource", async {
+            let name = self.sup.resolve(id)?;
+            self.sup.stop(&name, grace_period).await
+        })
+        .await
     }
 
     async fn restart_resource(&self, id: &str) -> Result<()> {
-        let name = self.sup.resolve(id)?;
-        self.sup.stop(&name, self.sup.config().stop_grace).await?;
-        self.sup.start(&name).map(|_| ())
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "restart_resource", async {
+            let name = self.sup.resolve(id)?;
+            self.sup.stop(&name, self.sup.config().stop_grace).await?;
+            self.sup.start(&name).map(|_| ())
+        })
+        .await
     }
 
     async fn delete_resource(&self, id: &str, options: &DeleteOptions) -> Result<()> {
-        let name = self.sup.resolve(id)?;
-        let grace = if options.force {
-            Duration::ZERO
-        } else {
-            options.grace_period
-        };
-        self.sup.stop(&name, grace).await?;
-        self.sup.remove(&name)
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "delete_resource", async {
+            let name = self.sup.resolve(id)?;
+            let grace = if options.force {
+                Duration::ZERO
+            } else {
+                options.grace_period
+            };
+            self.sup.stop(&name, grace).await?;
+            self.sup.remove(&name)
+        })
+        .await
     }
 
     async fn create_resource(&self, spec: &ResourceSpec) -> Result<Resource> {
-        let p = self.sup.spec_from_resource_spec(spec)?;
-        let name = p.name.clone();
-        self.sup.add(p)?;
-        if let Err(e) = self.sup.start(&name) {
-            let _ = self.sup.remove(&name);
-            return Err(e);
-        }
-        self.sup.resource(&name)
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "create_resource", async {
+            let p = self.sup.spec_from_resource_spec(spec)?;
+            let name = p.name.clone();
+            self.sup.add(p)?;
+            if let Err(e) = self.sup.start(&name) {
+                let _ = self.sup.remove(&name);
+                return Err(e);
+            }
+            self.sup.resource(&name)
+        })
+        .await
     }
 
     async fn update_resource(&self, id: &str, spec: &ResourceSpec) -> Result<Resource> {
-        let name = self.sup.resolve(id)?;
-        let was_running = self.sup.update_spec(&name, spec)?;
-        if was_running {
-            // The new command, arguments or environment apply from the next start.
-            self.sup.stop(&name, self.sup.config().stop_grace).await?;
-            self.sup.start(&name)?;
-        }
-        self.sup.resource(&name)
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "update_resource", async {
+            let name = self.sup.resolve(id)?;
+            let was_running = self.sup.update_spec(&name, spec)?;
+            if was_running {
+                // The new command, arguments or environment apply from the next start.
+                self.sup.stop(&name, self.sup.config().stop_grace).await?;
+                self.sup.start(&name)?;
+            }
+            self.sup.resource(&name)
+        })
+        .await
     }
 
     async fn watch_resources(&self, filter: &ResourceFilter) -> Result<ResourceEventStream> {
-        filter.validate()?;
-        let filter = filter.without_page();
-        let rx = self.sup.subscribe();
-        let closed = self.sup.closed();
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            match rx.recv().await {
-                Ok(ev) => Some((Ok(ev), rx)),
-                // The watcher learns it missed events instead of silently skipping them.
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    let e = Error::Overloaded {
-                        message: format!("process watch fell behind and lost {n} events"),
-                    };
-                    Some((Err(e), rx))
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "watch_resources", async {
+            filter.validate()?;
+            let filter = filter.without_page();
+            let instance = self.sup.name().to_owned();
+            let rx = self.sup.subscribe();
+            let closed = self.sup.closed();
+            let stream = futures::stream::unfold(rx, |mut rx| async move {
+                match rx.recv().await {
+                    Ok(ev) => Some((Ok(ev), rx)),
+                    // The watcher learns it missed events instead of silently skipping them.
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let e = Error::Overloaded {
+                            message: format!("process watch fell behind and lost {n} events"),
+                        };
+                        Some((Err(e), rx))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => None,
                 }
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
+            })
+            .filter(move |ev| {
+                let keep = match ev {
+                    Ok(ev) => {
+                        let keep = filter.matches(&ev.resource);
+                        if keep {
+                            crate::telemetry::watch_event(ENVIRONMENT, &instance, ev.type_);
+                        }
+                        keep
+                    }
+                    Err(_) => true,
+                };
+                futures::future::ready(keep)
+            })
+            .take_until(async move { closed.cancelled_owned().await });
+            Ok(stream.boxed())
         })
-        .filter(move |ev| {
-            let keep = match ev {
-                Ok(ev) => filter.matches(&ev.resource),
-                Err(_) => true,
-            };
-            futures::future::ready(keep)
-        })
-        .take_until(async move { closed.cancelled_owned().await });
-        Ok(stream.boxed())
+        .await
     }
 
     async fn exec_in_resource(
@@ -209,13 +250,19 @@ impl EnvironmentAdapter for ProcessAdapter {
         cmd: &[String],
         options: &ExecOptions,
     ) -> Result<ExecResult> {
-        let name = self.sup.resolve(id)?;
-        self.sup.exec(&name, cmd, options).await
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "exec_in_resource", async {
+            let name = self.sup.resolve(id)?;
+            self.sup.exec(&name, cmd, options).await
+        })
+        .await
     }
 
     async fn get_metrics(&self, id: &str) -> Result<Metrics> {
-        let name = self.sup.resolve(id)?;
-        self.sup.metrics(&name).await
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "get_metrics", async {
+            let name = self.sup.resolve(id)?;
+            self.sup.metrics(&name).await
+        })
+        .await
     }
 
     fn adapter_info(&self) -> AdapterInfo {
@@ -243,17 +290,26 @@ impl EnvironmentAdapter for ProcessAdapter {
 #[async_trait]
 impl SignalControl for ProcessAdapter {
     async fn send_signal(&self, id: &str, signal: &Signal) -> Result<()> {
-        let name = self.sup.resolve(id)?;
-        self.sup.signal(&name, signal)
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "send_signal", async {
+            let name = self.sup.resolve(id)?;
+            self.sup.signal(&name, signal)
+        })
+        .await
     }
 
     async fn pause(&self, id: &str) -> Result<()> {
-        let name = self.sup.resolve(id)?;
-        self.sup.signal(&name, &"SIGSTOP".parse()?)
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "pause", async {
+            let name = self.sup.resolve(id)?;
+            self.sup.signal(&name, &"SIGSTOP".parse()?)
+        })
+        .await
     }
 
     async fn resume(&self, id: &str) -> Result<()> {
-        let name = self.sup.resolve(id)?;
-        self.sup.signal(&name, &"SIGCONT".parse()?)
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "resume", async {
+            let name = self.sup.resolve(id)?;
+            self.sup.signal(&name, &"SIGCONT".parse()?)
+        })
+        .await
     }
 }
