@@ -64,6 +64,29 @@ fn proc_state(pid: &str) -> char {
     stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
 }
 
+/// Waits until the process has set its disposition of `signal` (the `SigCgt` or `SigIgn`
+/// mask of /proc/<pid>/status has the signal's bit): its shell reached its `trap`.
+async fn wait_disposition(a: &ProcessAdapter, name: &str, mask: &str, signal: u32) {
+    let pid = a.get_resource(name).await.unwrap().id;
+    let start = tokio::time::Instant::now();
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let bits = status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{mask}:")))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap();
+        if bits & (1 << (signal - 1)) != 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{name}: no {mask} for signal {signal}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn wait_state(pid: &str, pred: impl Fn(char) -> bool, what: &str) {
     let start = tokio::time::Instant::now();
     while !pred(proc_state(pid)) {
@@ -211,8 +234,8 @@ async fn stop_terms_gracefully_and_kills_after_the_grace_period() {
         sh("stubborn", "trap '' TERM; while :; do sleep 1; done"),
     ])
     .await;
-    // Give the shells time to install their traps.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_disposition(&a, "graceful", "SigCgt", 15).await;
+    wait_disposition(&a, "stubborn", "SigIgn", 15).await;
     a.stop_resource("graceful", Duration::from_secs(5))
         .await
         .unwrap();
@@ -249,7 +272,7 @@ async fn any_signal_is_delivered_and_pause_resume_freeze_the_process() {
         ProcessSpec::new("sleeper", "/bin/sleep", &["30"]),
     ])
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_disposition(&a, "usr1", "SigCgt", 10).await;
     let sig = a.signals().unwrap();
     sig.send_signal("usr1", &"USR1".parse().unwrap())
         .await
