@@ -16,6 +16,13 @@ need+=(busybox-static iproute2 nftables docker-compose)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # --- end ire-actors (engine) ---------------------------------------------------------------
 
+# Only packages that are not installed yet: a machine that has them needs no network.
+missing=()
+for pkg in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+need=("${missing[@]+"${missing[@]}"}")
+
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
