@@ -1,7 +1,8 @@
 //! The Rust client API of the consensus cluster, used by the node's actors and HTTP layer.
 //!
 //! [`ConsensusClient`] wraps a local [`RaftNode`] and implements ire-core's [`LockService`],
-//! [`FaultLedger`] and [`AuditLogger`], plus execution records, campaigns, membership and
+//! [`FaultLedger`] and [`AuditLogger`] (and, in `crate::storage`, `StorageBackend`), plus
+//! execution records, campaigns, membership and
 //! status. Writes go to the leader (forwarded when this node follows); lock, campaign and
 //! ledger reads are linearizable.
 //!
@@ -62,14 +63,14 @@ impl ConsensusClient {
             .map_err(|e| Error::from(e).context(format!("consensus {what}")))
     }
 
-    async fn write_done(&self, command: Command) -> Result<()> {
+    pub(crate) async fn write_done(&self, command: Command) -> Result<()> {
         match self.write(command).await? {
             Response::Done => Ok(()),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn read<T>(
+    pub(crate) async fn read<T>(
         &self,
         f: impl FnOnce(&StateView, chrono::DateTime<chrono::Utc>) -> StoreResult<T>,
     ) -> Result<T> {

@@ -13,4 +13,5 @@ pub mod client;
 pub mod control;
 pub mod network;
 pub mod node;
+pub mod storage;
 pub mod transport;

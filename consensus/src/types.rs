@@ -206,6 +206,22 @@ pub enum Command {
     },
     /// Appends to the audit log. Answers [`Response::Done`].
     AppendAudit(Json<Box<AuditEntry>>),
+    /// Stores values under keys of a storage collection (ire-core's `StorageBackend`),
+    /// replacing previous ones; a whole batch is one raft entry. Answers [`Response::Done`].
+    StorePut {
+        /// The collection (non-empty, no NUL).
+        collection: String,
+        /// `(key, value as JSON text)` pairs, applied in order.
+        items: Vec<(String, String)>,
+    },
+    /// Removes a key of a storage collection (removing a missing key is harmless).
+    /// Answers [`Response::Done`].
+    StoreDelete {
+        /// The collection.
+        collection: String,
+        /// The key.
+        key: String,
+    },
 }
 
 impl Command {
@@ -226,6 +242,8 @@ impl Command {
             Command::UpdateTask { .. } => "update-task",
             Command::FinishCampaign { .. } => "finish-campaign",
             Command::AppendAudit(_) => "append-audit",
+            Command::StorePut { .. } => "store-put",
+            Command::StoreDelete { .. } => "store-delete",
         }
     }
 }
@@ -257,6 +275,10 @@ impl fmt::Display for Command {
                 write!(f, "finish campaign {campaign_id}")
             }
             Command::AppendAudit(_) => write!(f, "append audit entry"),
+            Command::StorePut { collection, items } => {
+                write!(f, "store {} values in {collection}", items.len())
+            }
+            Command::StoreDelete { collection, key } => write!(f, "delete {collection}/{key}"),
         }
     }
 }

@@ -9,7 +9,7 @@ use sled::Transactional;
 
 use super::locks::{self, LockRow};
 use super::meta_keys;
-use super::{campaigns, ledger, Tables};
+use super::{campaigns, kv, ledger, Tables};
 use crate::error::{StoreError, StoreResult};
 use crate::store::codec::{decode, encode, index_key, time_key};
 use crate::types::{
@@ -38,6 +38,7 @@ struct Tx<'a> {
     faults_active: &'a TransactionalTree,
     campaigns: &'a TransactionalTree,
     audit: &'a TransactionalTree,
+    kv: &'a TransactionalTree,
 }
 
 impl<'a> Tx<'a> {
@@ -57,6 +58,7 @@ impl<'a> Tx<'a> {
             faults_active: &t[10],
             campaigns: &t[11],
             audit: &t[12],
+            kv: &t[13],
         }
     }
 
@@ -287,6 +289,14 @@ fn apply_command(
             campaigns::finish(c, *state, message, now)
         })?,
         Command::AppendAudit(Json(entry)) => append_audit(tx, entry, index)?,
+        Command::StorePut { collection, items } => store_put(tx, collection, items)?,
+        Command::StoreDelete { collection, key } => {
+            if let Err(r) = kv::check_collection(collection) {
+                return Ok(Err(r));
+            }
+            tx.kv.remove(kv::row_key(collection, key))?;
+            Ok(Response::Done)
+        }
     })
 }
 
@@ -405,5 +415,21 @@ fn append_audit(
     key.extend_from_slice(&time_key(entry.timestamp));
     key.extend_from_slice(&index_key(index));
     Tx::put(tx.audit, "audit entry", &key, &Json(entry))?;
+    Ok(Ok(Response::Done))
+}
+
+fn store_put(
+    tx: &Tx<'_>,
+    collection: &str,
+    items: &[(String, String)],
+) -> TxResult<Result<Response, Rejection>> {
+    // Check the whole batch before writing any of it: a refused batch changes nothing.
+    if let Err(r) = kv::check_put(collection, items) {
+        return Ok(Err(r));
+    }
+    for (key, value) in items {
+        tx.kv
+            .insert(kv::row_key(collection, key), value.as_bytes())?;
+    }
     Ok(Ok(Response::Done))
 }

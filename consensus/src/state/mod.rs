@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod campaigns;
+pub mod kv;
 pub mod ledger;
 pub mod locks;
 pub mod view;
@@ -46,6 +47,8 @@ pub struct Tables {
     pub campaigns: sled::Tree,
     /// `timestamp, log index` -> `Json<AuditEntry>`.
     pub audit: sled::Tree,
+    /// ire-core's `StorageBackend`: `collection, NUL, key` -> the value's JSON text.
+    pub kv: sled::Tree,
 }
 
 /// Keys of the meta tree.
@@ -66,7 +69,7 @@ pub mod meta_keys {
 
 impl Tables {
     /// The names of the data trees (everything a snapshot carries), in [`Tables::data`] order.
-    pub const DATA_NAMES: [&'static str; 12] = [
+    pub const DATA_NAMES: [&'static str; 13] = [
         "sm_locks",
         "sm_executions",
         "sm_exec_by_time",
@@ -79,6 +82,8 @@ impl Tables {
         "sm_faults_active",
         "sm_campaigns",
         "sm_audit",
+        // Appended last: a snapshot names its trees by index, so older snapshots still load.
+        "sm_kv",
     ];
 
     /// Opens (or creates) the trees in `db`.
@@ -99,11 +104,12 @@ impl Tables {
             faults_active: t(n[9])?,
             campaigns: t(n[10])?,
             audit: t(n[11])?,
+            kv: t(n[12])?,
         })
     }
 
     /// The data trees, in [`Tables::DATA_NAMES`] order.
-    pub fn data(&self) -> [&sled::Tree; 12] {
+    pub fn data(&self) -> [&sled::Tree; 13] {
         [
             &self.locks,
             &self.executions,
@@ -117,6 +123,7 @@ impl Tables {
             &self.faults_active,
             &self.campaigns,
             &self.audit,
+            &self.kv,
         ]
     }
 

@@ -7,7 +7,7 @@ use ire_core::{
 };
 
 use super::locks::LockRow;
-use super::{meta_keys, Tables};
+use super::{kv, meta_keys, Tables};
 use crate::error::{StoreError, StoreResult};
 use crate::store::codec::{decode, time_range, SEP};
 use crate::types::{AuditQuery, CampaignRecord, Json, LogId, StoredMembership};
@@ -33,10 +33,19 @@ pub struct TableSizes {
     pub campaigns: usize,
     /// Audit entries.
     pub audit: usize,
+    /// Values of ire-core's `StorageBackend`, every collection together.
+    #[serde(default)]
+    pub stored_values: usize,
 }
 
 fn sled_err(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
     StoreError::sled(op)
+}
+
+/// A stored value: JSON text, checked when it was applied.
+fn parse_stored(bytes: &[u8]) -> StoreResult<serde_json::Value> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("a stored value is not JSON: {e}")))
 }
 
 /// Skips `offset` matches and takes at most `limit`.
@@ -281,6 +290,44 @@ impl StateView {
         paginate(entries, |e| q.matches(e), q.offset, q.limit)
     }
 
+    /// The stored value of `key` in a storage `collection`.
+    pub fn stored_value(
+        &self,
+        collection: &str,
+        key: &str,
+    ) -> StoreResult<Option<serde_json::Value>> {
+        match self
+            .tables
+            .kv
+            .get(kv::row_key(collection, key))
+            .map_err(sled_err("read stored value"))?
+        {
+            Some(v) => parse_stored(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every value of a storage `collection` that `keep` accepts, in key order.
+    pub fn stored_values(
+        &self,
+        collection: &str,
+        keep: impl Fn(&serde_json::Value) -> bool,
+    ) -> StoreResult<Vec<serde_json::Value>> {
+        let mut out = Vec::new();
+        for kv in self
+            .tables
+            .kv
+            .scan_prefix(kv::collection_prefix(collection))
+        {
+            let (_, v) = kv.map_err(sled_err("scan stored values"))?;
+            let value = parse_stored(&v)?;
+            if keep(&value) {
+                out.push(value);
+            }
+        }
+        Ok(out)
+    }
+
     /// How many rows each table holds.
     pub fn sizes(&self) -> TableSizes {
         TableSizes {
@@ -290,6 +337,7 @@ impl StateView {
             active_faults: self.tables.faults_active.len(),
             campaigns: self.tables.campaigns.len(),
             audit: self.tables.audit.len(),
+            stored_values: self.tables.kv.len(),
         }
     }
 }
