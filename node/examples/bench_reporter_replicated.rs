@@ -1,0 +1,156 @@
+//! Reporter ingest into the replicated backend: the ire-actors reporter writing its batches
+//! through a bootstrapped single-node consensus cluster (`ConsensusClient` as
+//! `StorageBackend`: one raft entry, appended and applied on sled, per batch).
+//!
+//! `cargo run --release -p ire-node --example bench_reporter_replicated`
+//!
+//! The same records and batch size as `actors/examples/bench_reporter.rs`, so the row sits
+//! next to the memory and sled rows of `docs/benchmarks.md`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ire_actors::reporter::{ReporterConfig, ReporterHandle};
+use ire_consensus::client::ConsensusClient;
+use ire_consensus::node::{RaftNode, RaftNodeConfig};
+use ire_core::{ExecutionQuery, ExecutionRecord, ExecutionStatus, Reporter, StorageBackend};
+
+const RECORDS: usize = 100_000;
+const BATCH: usize = 512;
+
+fn record(i: usize) -> ExecutionRecord {
+    let start = chrono::Utc::now();
+    let status = match i % 10 {
+        0 => ExecutionStatus::Failed,
+        1 => ExecutionStatus::Timeout,
+        _ => ExecutionStatus::Success,
+    };
+    ExecutionRecord {
+        id: format!("exec-{i:08}"),
+        plugin_name: ["kill", "network-delay", "cpu-stress"][i % 3].into(),
+        resource_id: format!("id-{}", i % 50),
+        resource_name: format!("web-{}", i % 50),
+        resource_key: Some(format!("compose/shop/web/{}", i % 50).parse().unwrap()),
+        start_time: start,
+        end_time: start,
+        duration: Duration::from_millis((i % 5000) as u64),
+        status,
+        error: if status == ExecutionStatus::Failed {
+            "container did not stop".into()
+        } else {
+            String::new()
+        },
+        metadata: Default::default(),
+        principal: "bench".into(),
+        campaign: Some("bench".into()),
+        step: Some("kill-web".into()),
+        node: Some("node-1".into()),
+        fencing_token: None,
+        time_to_detect: Some(Duration::from_millis(300)),
+        time_to_recover: Some(Duration::from_millis(1000 + (i % 3000) as u64)),
+    }
+}
+
+/// CPU time this process has used (user + system), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average before the run: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let node = RaftNode::start(RaftNodeConfig::new(
+            1,
+            listen,
+            dir.path().join("raft"),
+            "bench-cookie",
+        ))
+        .await
+        .unwrap();
+        node.bootstrap().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node.leader().is_none() {
+            assert!(Instant::now() < deadline, "no leader in 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let storage: Arc<dyn StorageBackend> = Arc::new(ConsensusClient::new(node.clone()));
+        let (reporter, _join) = ReporterHandle::spawn(
+            storage,
+            ReporterConfig {
+                batch_size: BATCH,
+                flush_interval: Duration::from_millis(200),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+        let records: Vec<ExecutionRecord> = (0..RECORDS).map(record).collect();
+        let cpu0 = cpu_seconds();
+        let start = Instant::now();
+        for r in records {
+            reporter.record_execution(r).await.unwrap();
+        }
+        reporter.flush().await.unwrap();
+        let elapsed = start.elapsed();
+        let cpu = cpu_seconds() - cpu0;
+
+        // Everything acknowledged is readable back through the replicated backend.
+        let stored = reporter
+            .query_executions(&ExecutionQuery {
+                limit: Some(10),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 10);
+        let applied = node.read_local(|v, _| v.sizes().stored_values);
+        assert!(applied >= RECORDS, "{applied} stored values of {RECORDS}");
+
+        println!(
+            "| backend | batch size | records | seconds | records/s | records per CPU-second |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|");
+        println!(
+            "| replicated ledger (consensus crate, 1 node) | {BATCH} | {RECORDS} | {:.2} | {:.0} | {:.0} |",
+            elapsed.as_secs_f64(),
+            RECORDS as f64 / elapsed.as_secs_f64(),
+            RECORDS as f64 / cpu.max(0.01)
+        );
+        println!();
+        println!("peak RSS: {} MiB", peak_rss_kib() / 1024);
+        node.shutdown().await;
+    });
+}
