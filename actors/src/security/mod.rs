@@ -1,5 +1,5 @@
-//! Authorization, audit and secrets for the node: a role-based [`AuthorizationProvider`]
-//! configured from a file, audit loggers, an in-memory [`SecretProvider`], and the
+//! Authorization, audit and secrets for the node: a role-based `AuthorizationProvider`
+//! configured from a file, audit loggers, an in-memory `SecretProvider`, and the
 //! [`SecretRedactor`] that keeps secret values out of logs, records, events and reports.
 
 mod rbac;

@@ -1,7 +1,7 @@
 //! [`ClusterTransport`]: raft RPCs as `RactorClusterMessage` calls over ractor_cluster.
 //!
 //! Every node runs a ractor_cluster `NodeServer` (magic-cookie authentication, TLS when
-//! configured) named `ire-<id>`, and one [`RaftRpcActor`] named `ire-raft-rpc-<id>` that
+//! configured) named `ire-<id>`, and one `RaftRpcActor` named `ire-raft-rpc-<id>` that
 //! joins the process group [`PG_GROUP`] in scope [`PG_SCOPE`]. When two nodes' sessions
 //! authenticate, ractor_cluster mirrors each side's group members on the other as remote
 //! actors; the connection manager picks the remote actor whose name carries the peer's raft id

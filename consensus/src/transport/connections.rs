@@ -1,7 +1,7 @@
 //! The connection manager: dials peers, redials with backoff, and drops silent peers.
 //!
 //! ractor_cluster neither reconnects a closed session nor notices a peer that stopped
-//! answering (its own ping only logs latency), so one [`ConnectionManager`] actor per node
+//! answering (its own ping only logs latency), so one `ConnectionManager` actor per node
 //! does both. On every tick it lists the node server's sessions, finds each peer's RPC
 //! endpoint among the remote members of the raft process group, publishes the working ones
 //! for [`ClusterTransport`](super::ClusterTransport), pings each with a timeout, and:
@@ -25,7 +25,7 @@ use super::cluster::{
 use super::frame::RequestFrame;
 use super::{NodeId, PeerStatus, RpcKind};
 
-/// Messages of the [`ConnectionManager`].
+/// Messages of the `ConnectionManager`.
 #[derive(RactorMessage)]
 pub enum ConnectionManagerMessage {
     /// Periodic: refresh sessions, dial, ping.
