@@ -140,9 +140,8 @@ fn main() {
             el.as_secs_f64(),
             n as f64 / el.as_secs_f64()
         );
-        println!(
-            "| replicated ledger (consensus crate) | 512 | - | - | to be measured when wired |"
-        );
+        // ire-actors does not depend on the consensus crate: the replicated backend's row
+        // comes from `cargo run --release -p ire-node --example bench_reporter_replicated`.
         println!();
 
         println!("| statistics over {RECORDS} records | seconds | CPU seconds |");
