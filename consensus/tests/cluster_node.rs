@@ -3,53 +3,18 @@
 //! cluster formed by joins forwards follower writes to the leader, serves linearizable reads
 //! on followers, and removes a node.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use ire_consensus::client::ConsensusClient;
-use ire_consensus::node::{RaftNode, RaftNodeConfig, RaftTimings};
+use ire_consensus::node::RaftNode;
 use ire_core::testsuite::conformance::{ledger_conformance, lock_conformance};
 use ire_core::{
     Error, FaultEntry, FaultLedger, FaultQuery, FaultState, FencingToken, LockOutcome, LockService,
     ResourceKey,
 };
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-fn config(id: u64, dir: &tempfile::TempDir) -> RaftNodeConfig {
-    let mut c = RaftNodeConfig::new(
-        id,
-        free_addr(),
-        dir.path().join(format!("n{id}")),
-        "test-cookie",
-    );
-    // Generous timings: debug builds on a shared 2-core machine.
-    c.timings = RaftTimings {
-        heartbeat_interval: Duration::from_millis(100),
-        election_timeout_min: Duration::from_millis(600),
-        election_timeout_max: Duration::from_millis(1200),
-        ..RaftTimings::default()
-    };
-    c.request_timeout = Duration::from_secs(10);
-    c
-}
-
-async fn wait_leader(node: &RaftNode, deadline: Duration) -> u64 {
-    let end = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(l) = node.leader() {
-            return l;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "no leader elected in {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+mod support;
+use support::{config, wait_leader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bootstrapped_node_passes_the_lock_conformance_suite_and_guards_the_ledger() {

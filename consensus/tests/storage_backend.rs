@@ -3,12 +3,11 @@
 //! through a follower; stored values travel in snapshots to a node that installs one.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::Utc;
 use ire_consensus::client::ConsensusClient;
-use ire_consensus::node::{RaftNode, RaftNodeConfig, RaftTimings};
+use ire_consensus::node::RaftNode;
 use ire_consensus::store::{self, StoreOptions};
 use ire_consensus::types::{ClusterNode, Command, Entry, LogId, Request, Response};
 use ire_core::testsuite::conformance::storage_conformance;
@@ -17,42 +16,8 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, Membership};
 use serde_json::json;
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-fn config(id: u64, dir: &tempfile::TempDir) -> RaftNodeConfig {
-    let mut c = RaftNodeConfig::new(
-        id,
-        free_addr(),
-        dir.path().join(format!("n{id}")),
-        "test-cookie",
-    );
-    // Generous timings: debug builds on a shared 2-core machine.
-    c.timings = RaftTimings {
-        heartbeat_interval: Duration::from_millis(100),
-        election_timeout_min: Duration::from_millis(600),
-        election_timeout_max: Duration::from_millis(1200),
-        ..RaftTimings::default()
-    };
-    c.request_timeout = Duration::from_secs(10);
-    c
-}
-
-async fn wait_leader(node: &RaftNode, deadline: Duration) -> u64 {
-    let end = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(l) = node.leader() {
-            return l;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "no leader elected in {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+mod support;
+use support::{config, wait_leader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bootstrapped_node_passes_the_storage_conformance_suite() {
