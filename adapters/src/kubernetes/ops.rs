@@ -67,6 +67,24 @@ fn containers_from(spec: &ResourceSpec) -> Result<Vec<Container>> {
 }
 
 /// Changes the first container toward `spec`; empty fields of `spec` leave it unchanged.
+/// Applies a spec to a deployment's or statefulset's replicas and pod template.
+fn apply_to_workload(
+    replicas: &mut Option<i32>,
+    template: &mut PodTemplateSpec,
+    spec: &ResourceSpec,
+) {
+    if spec.replicas.is_some() {
+        *replicas = spec.replicas;
+    }
+    if let Some(c) = template
+        .spec
+        .as_mut()
+        .and_then(|p| p.containers.first_mut())
+    {
+        apply_to_container(c, spec);
+    }
+}
+
 fn apply_to_container(c: &mut Container, spec: &ResourceSpec) {
     if !spec.image.is_empty() {
         c.image = Some(spec.image.clone());
@@ -509,17 +527,7 @@ impl Inner {
                 let api = self.api::<Deployment>(Some(ns));
                 let mut d = api.get(name).await.map_err(|e| from_kube(e, t()))?;
                 if let Some(s) = d.spec.as_mut() {
-                    if spec.replicas.is_some() {
-                        s.replicas = spec.replicas;
-                    }
-                    if let Some(c) = s
-                        .template
-                        .spec
-                        .as_mut()
-                        .and_then(|p| p.containers.first_mut())
-                    {
-                        apply_to_container(c, spec);
-                    }
+                    apply_to_workload(&mut s.replicas, &mut s.template, spec);
                 }
                 let updated = api
                     .replace(name, &pp, &d)
@@ -531,17 +539,7 @@ impl Inner {
                 let api = self.api::<StatefulSet>(Some(ns));
                 let mut s = api.get(name).await.map_err(|e| from_kube(e, t()))?;
                 if let Some(sp) = s.spec.as_mut() {
-                    if spec.replicas.is_some() {
-                        sp.replicas = spec.replicas;
-                    }
-                    if let Some(c) = sp
-                        .template
-                        .spec
-                        .as_mut()
-                        .and_then(|p| p.containers.first_mut())
-                    {
-                        apply_to_container(c, spec);
-                    }
+                    apply_to_workload(&mut sp.replicas, &mut sp.template, spec);
                 }
                 let updated = api
                     .replace(name, &pp, &s)

@@ -113,43 +113,16 @@ impl Inner {
         };
         let (resources, next) = match kind {
             WorkloadKind::Pod => {
-                let list = self
-                    .api::<Pod>(scope)
-                    .list(&lp)
-                    .await
-                    .map_err(|e| from_kube(e, target))?;
-                let rs = list
-                    .items
-                    .iter()
-                    .map(|p| pod_to_resource(&self.name, p))
-                    .collect::<Result<Vec<_>>>()?;
-                (rs, list.metadata.continue_)
+                self.list_one_page::<Pod>(scope, &lp, target, pod_to_resource)
+                    .await?
             }
             WorkloadKind::Deployment => {
-                let list = self
-                    .api::<Deployment>(scope)
-                    .list(&lp)
-                    .await
-                    .map_err(|e| from_kube(e, target))?;
-                let rs = list
-                    .items
-                    .iter()
-                    .map(|d| deployment_to_resource(&self.name, d))
-                    .collect::<Result<Vec<_>>>()?;
-                (rs, list.metadata.continue_)
+                self.list_one_page::<Deployment>(scope, &lp, target, deployment_to_resource)
+                    .await?
             }
             WorkloadKind::StatefulSet => {
-                let list = self
-                    .api::<StatefulSet>(scope)
-                    .list(&lp)
-                    .await
-                    .map_err(|e| from_kube(e, target))?;
-                let rs = list
-                    .items
-                    .iter()
-                    .map(|s| statefulset_to_resource(&self.name, s))
-                    .collect::<Result<Vec<_>>>()?;
-                (rs, list.metadata.continue_)
+                self.list_one_page::<StatefulSet>(scope, &lp, target, statefulset_to_resource)
+                    .await?
             }
         };
         let matching = resources
@@ -257,6 +230,35 @@ impl Inner {
             }
         }
         Err(Error::not_found("resource", uid))
+    }
+}
+
+impl Inner {
+    /// One server page of objects of kind `K`, converted, with the continue token.
+    async fn list_one_page<K>(
+        &self,
+        scope: Option<&str>,
+        lp: &ListParams,
+        target: Target<'_>,
+        convert: fn(&str, &K) -> Result<Resource>,
+    ) -> Result<(Vec<Resource>, Option<String>)>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let list = self
+            .api::<K>(scope)
+            .list(lp)
+            .await
+            .map_err(|e| from_kube(e, target))?;
+        let resources = list
+            .items
+            .iter()
+            .map(|o| convert(&self.name, o))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((resources, list.metadata.continue_))
     }
 }
 
