@@ -12,6 +12,8 @@ use async_trait::async_trait;
 use ire_actors::engine::{Engine, EngineConfig, EngineDeps};
 use ire_actors::lock::{LockConfig, LockManager};
 use ire_actors::registry::DefaultPluginRegistry;
+use ire_core::testsuite::process_stats::cpu_seconds;
+use ire_core::testsuite::process_stats::load_average;
 use ire_core::testsuite::{FakeAdapter, MemoryLedger, MemoryLockService, ResourceBuilder};
 use ire_core::{
     EnvironmentAdapter, ExecutionEngine, ExecutionRequest, Plugin, PluginContext, PluginMetadata,
@@ -64,24 +66,6 @@ fn peak_rss_mib() -> f64 {
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
-}
-
-/// CPU seconds this process has used (user + system).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

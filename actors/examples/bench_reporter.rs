@@ -7,62 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ire_actors::reporter::{stats, MemoryStorage, ReporterConfig, ReporterHandle, SledStorage};
-use ire_core::{ExecutionQuery, ExecutionRecord, ExecutionStatus, Reporter, StorageBackend};
+use ire_core::testsuite::process_stats::cpu_seconds;
+use ire_core::testsuite::process_stats::peak_rss_kib;
+use ire_core::testsuite::sample_execution_record;
+use ire_core::{ExecutionQuery, ExecutionRecord, Reporter, StorageBackend};
 
 const RECORDS: usize = 100_000;
-
-fn record(i: usize) -> ExecutionRecord {
-    let start = chrono::Utc::now();
-    let status = match i % 10 {
-        0 => ExecutionStatus::Failed,
-        1 => ExecutionStatus::Timeout,
-        _ => ExecutionStatus::Success,
-    };
-    ExecutionRecord {
-        id: format!("exec-{i:08}"),
-        plugin_name: ["kill", "network-delay", "cpu-stress"][i % 3].into(),
-        resource_id: format!("id-{}", i % 50),
-        resource_name: format!("web-{}", i % 50),
-        resource_key: Some(format!("compose/shop/web/{}", i % 50).parse().unwrap()),
-        start_time: start,
-        end_time: start,
-        duration: Duration::from_millis((i % 5000) as u64),
-        status,
-        error: if status == ExecutionStatus::Failed {
-            "container did not stop".into()
-        } else {
-            String::new()
-        },
-        metadata: Default::default(),
-        principal: "bench".into(),
-        campaign: Some("bench".into()),
-        step: Some("kill-web".into()),
-        node: Some("node-1".into()),
-        fencing_token: None,
-        time_to_detect: Some(Duration::from_millis(300)),
-        time_to_recover: Some(Duration::from_millis(1000 + (i % 3000) as u64)),
-    }
-}
-
-/// CPU time this process has used (user + system), from /proc/self/stat.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 async fn ingest(name: &str, storage: Arc<dyn StorageBackend>, batch: usize) -> ReporterHandle {
     let (reporter, _join) = ReporterHandle::spawn(
@@ -75,7 +25,7 @@ async fn ingest(name: &str, storage: Arc<dyn StorageBackend>, batch: usize) -> R
     )
     .await
     .unwrap();
-    let records: Vec<ExecutionRecord> = (0..RECORDS).map(record).collect();
+    let records: Vec<ExecutionRecord> = (0..RECORDS).map(sample_execution_record).collect();
     let cpu0 = cpu_seconds();
     let start = Instant::now();
     for r in records {
@@ -131,7 +81,9 @@ fn main() {
         let n = 2_000;
         let start = Instant::now();
         for i in 0..n {
-            r1.record_execution(record(i)).await.unwrap();
+            r1.record_execution(sample_execution_record(i))
+                .await
+                .unwrap();
         }
         r1.flush().await.unwrap();
         let el = start.elapsed();

@@ -12,6 +12,7 @@ use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use futures::StreamExt;
 use ire_adapters::docker::{DockerAdapter, DockerConfig};
 use ire_core::resource::phase;
+use ire_core::testsuite::process_stats::status_kib;
 use ire_core::{EnvironmentAdapter, ResourceEventStream, ResourceFilter, Signal};
 
 const LABEL: &str = "ire.bench";
@@ -30,15 +31,6 @@ fn row(name: &str, mut v: Vec<Duration>, target: &str) {
         percentile(&v, 0.99).as_secs_f64() * 1000.0,
         v.last().unwrap().as_secs_f64() * 1000.0,
     );
-}
-
-fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 async fn until_phase(events: &mut ResourceEventStream, id: &str, want: &str) -> Instant {
@@ -145,7 +137,7 @@ async fn main() {
     row("killed -> running again (restart)", back_running, "<= 2000");
     println!(
         "bench process memory: VmRSS {} KiB, VmHWM {} KiB",
-        rss_kib("VmRSS:"),
-        rss_kib("VmHWM:")
+        status_kib("VmRSS:"),
+        status_kib("VmHWM:")
     );
 }

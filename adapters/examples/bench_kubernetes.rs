@@ -16,21 +16,11 @@ use std::time::Instant;
 use futures::StreamExt;
 use ire_adapters::kubernetes::fake_api::FakeApiServer;
 use ire_adapters::kubernetes::{KubernetesAdapter, KubernetesConfig};
+use ire_core::testsuite::process_stats::peak_rss_kib;
 use ire_core::{EnvironmentAdapter, ResourceFilter};
 
 const NS: &str = "bench";
 const PAGE_SIZE: u32 = 500;
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use ire_adapters::process::{ProcessAdapter, ProcessConfig, ProcessSpec};
 use ire_core::resource::phase;
+use ire_core::testsuite::process_stats::status_kib;
 use ire_core::{EnvironmentAdapter, ResourceEventStream, ResourceFilter, Signal};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -24,15 +25,6 @@ fn row(name: &str, mut v: Vec<Duration>) {
         percentile(&v, 0.99).as_secs_f64() * 1000.0,
         v.last().unwrap().as_secs_f64() * 1000.0,
     );
-}
-
-fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 async fn until_phase(events: &mut ResourceEventStream, want: &str) -> Instant {
@@ -100,7 +92,7 @@ async fn main() {
     row("start -> watch reports running", start_to_running);
     println!(
         "bench process memory: VmRSS {} KiB, VmHWM {} KiB",
-        rss_kib("VmRSS:"),
-        rss_kib("VmHWM:")
+        status_kib("VmRSS:"),
+        status_kib("VmHWM:")
     );
 }

@@ -1,6 +1,11 @@
 //! Builders for model objects in tests.
 
-use crate::plugin::{PluginDependency, PluginMetadata};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::plugin::{ExecutionStatus, PluginDependency, PluginMetadata};
+use crate::report::ExecutionRecord;
 use crate::resource::{
     phase, HealthCheckConfig, Resource, ResourceKey, ResourceSpec, ResourceStatus,
 };
@@ -144,5 +149,44 @@ impl PluginMetadataBuilder {
     /// The metadata.
     pub fn build(self) -> PluginMetadata {
         self.meta
+    }
+}
+
+/// The `i`-th of a deterministic series of execution records over 50 resources and three
+/// plugins (one in ten failed, one in ten timed out), for benchmarks and volume tests.
+pub fn sample_execution_record(i: usize) -> ExecutionRecord {
+    let start = Utc::now();
+    let status = match i % 10 {
+        0 => ExecutionStatus::Failed,
+        1 => ExecutionStatus::Timeout,
+        _ => ExecutionStatus::Success,
+    };
+    ExecutionRecord {
+        id: format!("exec-{i:08}"),
+        plugin_name: ["kill", "network-delay", "cpu-stress"][i % 3].into(),
+        resource_id: format!("id-{}", i % 50),
+        resource_name: format!("web-{}", i % 50),
+        resource_key: Some(
+            format!("compose/shop/web/{}", i % 50)
+                .parse()
+                .expect("valid key"),
+        ),
+        start_time: start,
+        end_time: start,
+        duration: Duration::from_millis((i % 5000) as u64),
+        status,
+        error: if status == ExecutionStatus::Failed {
+            "container did not stop".into()
+        } else {
+            String::new()
+        },
+        metadata: Default::default(),
+        principal: "bench".into(),
+        campaign: Some("bench".into()),
+        step: Some("kill-web".into()),
+        node: Some("node-1".into()),
+        fencing_token: None,
+        time_to_detect: Some(Duration::from_millis(300)),
+        time_to_recover: Some(Duration::from_millis(1000 + (i % 3000) as u64)),
     }
 }

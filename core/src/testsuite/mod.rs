@@ -9,9 +9,10 @@ mod fake_adapter;
 mod fake_plugin;
 mod fake_runtime;
 mod memory;
+pub mod process_stats;
 pub mod strategies;
 
-pub use builders::{PluginMetadataBuilder, ResourceBuilder};
+pub use builders::{sample_execution_record, PluginMetadataBuilder, ResourceBuilder};
 pub use conformance::{
     adapter_conformance, eventually, ledger_conformance, lock_conformance, plugin_conformance,
     storage_conformance, AdapterFixture,
