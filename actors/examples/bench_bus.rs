@@ -63,31 +63,36 @@ async fn run(events: u64, pace: Option<Duration>, buffer: usize) -> Run {
             lat
         }));
     }
-    let template = Event::new("bench.tick", "bench").with_metadata("campaign", "bench");
     let cpu0 = cpu_seconds();
     let start = Instant::now();
-    let mut next = Instant::now();
-    for i in 0..events {
-        let mut e = template.clone();
-        e.data
-            .insert("t".into(), (epoch().elapsed().as_nanos() as u64).into());
-        bus.publish(e).await.unwrap();
-        match pace {
-            Some(p) => {
-                next += p;
-                let now = Instant::now();
-                if next > now {
-                    // Sleep granularity is ~1 ms: spin-yield for short gaps.
-                    while Instant::now() < next {
-                        tokio::task::yield_now().await;
+    // The publisher is a task on the same runtime, as the engine's and monitor's are.
+    let publisher = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            let template = Event::new("bench.tick", "bench").with_metadata("campaign", "bench");
+            let mut next = Instant::now();
+            for i in 0..events {
+                let mut e = template.clone();
+                e.data
+                    .insert("t".into(), (epoch().elapsed().as_nanos() as u64).into());
+                bus.publish(e).await.unwrap();
+                match pace {
+                    Some(p) => {
+                        next += p;
+                        // Sleep granularity is ~1 ms: yield (letting the subscribers run)
+                        // until the next event is due.
+                        while Instant::now() < next {
+                            tokio::task::yield_now().await;
+                        }
                     }
+                    None if i % 256 == 255 => tokio::task::yield_now().await,
+                    None => {}
                 }
             }
-            None if i % 256 == 255 => tokio::task::yield_now().await,
-            None => {}
-        }
-    }
-    let publish_elapsed = start.elapsed();
+            start.elapsed()
+        })
+    };
+    let publish_elapsed = publisher.await.unwrap();
     let dropped: u64 = ids
         .iter()
         .map(|id| bus.dropped_events(id).unwrap_or(0))

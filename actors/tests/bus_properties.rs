@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use ire_actors::bus::{BusConfig, LocalEventBus};
-use ire_core::{Error, Event, EventBus, EventFilter, Subscription};
+use ire_core::{Error, Event, EventBus, EventFilter, SharedEvent, Subscription};
 use proptest::prelude::*;
 
 const DEADLINE: Duration = Duration::from_secs(5);
 
 /// Reads events until none arrives for a short while.
-async fn drain(sub: &mut Subscription) -> Vec<Event> {
+async fn drain(sub: &mut Subscription) -> Vec<SharedEvent> {
     let mut out = Vec::new();
     while let Some(e) = sub.recv_timeout(Duration::from_millis(50)).await {
         out.push(e);
@@ -90,12 +90,12 @@ proptest! {
                 let mut got = Vec::new();
                 while got.len() < want.len() {
                     match sub.recv_timeout(DEADLINE).await {
-                        Some(e) => got.push(e.id),
+                        Some(e) => got.push(e.id.clone()),
                         None => break,
                     }
                 }
                 // Nothing beyond the matching events is waiting.
-                prop_assert!(sub.events().try_recv().is_err());
+                prop_assert!(sub.try_recv().is_none());
                 prop_assert_eq!(got, want);
             }
             Ok(())
@@ -133,7 +133,11 @@ async fn unsubscribe_stops_delivery() {
     // The event queued before unsubscribing can still be read; then the stream ends.
     assert_eq!(a.recv().await.unwrap().type_, "x");
     assert!(a.recv().await.is_none());
-    let got: Vec<String> = drain(&mut b).await.into_iter().map(|e| e.type_).collect();
+    let got: Vec<String> = drain(&mut b)
+        .await
+        .into_iter()
+        .map(|e| e.type_.clone())
+        .collect();
     assert_eq!(got, ["x", "y"]);
 }
 
@@ -227,4 +231,63 @@ async fn publish_async_rejects_when_its_queue_is_full() {
     let err = bus.publish_async(Event::new("e", "t")).await.unwrap_err();
     assert!(matches!(err, Error::Overloaded { .. }), "{err}");
     assert!(err.is_retryable());
+}
+
+#[test]
+fn no_wake_up_is_lost_when_publisher_and_subscribers_run_on_different_threads() {
+    // Subscribers park and wake thousands of times while the publisher runs on another
+    // worker: a lost wake-up would leave one of them waiting forever (the deadline fails).
+    rt().block_on(async {
+        let n = 20_000u64;
+        let bus = LocalEventBus::with_config(BusConfig {
+            subscriber_buffer: n as usize,
+            async_queue: 64,
+        });
+        let mut readers = Vec::new();
+        for _ in 0..4 {
+            let mut sub = bus.subscribe(EventFilter::default()).await.unwrap();
+            readers.push(tokio::spawn(async move {
+                let mut next = 0u64;
+                while next < n {
+                    let e = tokio::time::timeout(DEADLINE, sub.recv())
+                        .await
+                        .expect("a subscriber was never woken")
+                        .expect("the subscription ended early");
+                    assert_eq!(e.data["i"], next, "events out of order");
+                    next += 1;
+                }
+            }));
+        }
+        let publisher = {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                for i in 0..n {
+                    bus.publish(Event::new("tick", "t").with_data("i", i))
+                        .await
+                        .unwrap();
+                    if i % 64 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        };
+        publisher.await.unwrap();
+        for r in readers {
+            r.await.unwrap();
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_subscription_is_a_stream_and_can_be_polled_without_waiting() {
+    use futures::StreamExt;
+    let bus = LocalEventBus::new();
+    let mut sub = bus.subscribe(EventFilter::default()).await.unwrap();
+    assert!(sub.try_recv().is_none(), "nothing published yet");
+    bus.publish(Event::new("a", "t")).await.unwrap();
+    bus.publish(Event::new("b", "t")).await.unwrap();
+    assert_eq!(sub.try_recv().unwrap().type_, "a");
+    assert_eq!(sub.next().await.unwrap().type_, "b");
+    bus.close().await.unwrap();
+    assert!(sub.next().await.is_none(), "the stream ends with the bus");
 }

@@ -1,5 +1,8 @@
 //! Events and the event bus contract (the seed's Event, EventBus, EventFilter, Subscription).
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -125,11 +128,36 @@ fn type_matches(pattern: &str, type_: &str) -> bool {
     }
 }
 
-/// A live subscription: events arrive on [`Subscription::recv`] until it is unsubscribed
-/// or the bus closes, after which `recv` returns `None`.
+/// An event as subscribers receive it: shared, because one published event goes to every
+/// matching subscriber and copying it for each would cost more than delivering it.
+pub type SharedEvent = Arc<Event>;
+
+/// Where a subscription's events come from: a bus implements it for its per-subscriber
+/// buffers. Polled rather than async so that receiving needs no allocation per event.
+pub trait EventSource: Send + 'static {
+    /// The next event (`Ready(Some)`), the end of the stream (`Ready(None)`), or `Pending`
+    /// with `cx`'s waker woken when either becomes available.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<SharedEvent>>;
+    /// Stops delivery: events already buffered can still be read, then the stream ends.
+    fn close(&mut self);
+}
+
+impl EventSource for mpsc::Receiver<SharedEvent> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<SharedEvent>> {
+        mpsc::Receiver::poll_recv(self, cx)
+    }
+
+    fn close(&mut self) {
+        mpsc::Receiver::close(self)
+    }
+}
+
+/// A live subscription: events arrive on [`Subscription::recv`] (or as a
+/// [`futures::Stream`]) until it is unsubscribed or the bus closes, after which `recv`
+/// returns `None`.
 pub struct Subscription {
     id: String,
-    events: mpsc::Receiver<Event>,
+    events: Box<dyn EventSource>,
     on_unsubscribe: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
@@ -145,12 +173,12 @@ impl Subscription {
     /// A subscription reading from `events`; `on_unsubscribe` detaches it from its bus.
     pub fn new(
         id: impl Into<String>,
-        events: mpsc::Receiver<Event>,
+        events: impl EventSource,
         on_unsubscribe: impl FnOnce() + Send + Sync + 'static,
     ) -> Self {
         Subscription {
             id: id.into(),
-            events,
+            events: Box::new(events),
             on_unsubscribe: Some(Box::new(on_unsubscribe)),
         }
     }
@@ -161,21 +189,25 @@ impl Subscription {
     }
 
     /// The next event, or `None` once the subscription has ended.
-    pub async fn recv(&mut self) -> Option<Event> {
-        self.events.recv().await
+    pub async fn recv(&mut self) -> Option<SharedEvent> {
+        std::future::poll_fn(|cx| self.events.poll_recv(cx)).await
     }
 
     /// The next event within `timeout`, or `None`.
-    pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
-        tokio::time::timeout(timeout, self.events.recv())
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<SharedEvent> {
+        tokio::time::timeout(timeout, self.recv())
             .await
             .ok()
             .flatten()
     }
 
-    /// The channel events arrive on.
-    pub fn events(&mut self) -> &mut mpsc::Receiver<Event> {
-        &mut self.events
+    /// An event already buffered, without waiting (`None`: nothing buffered, or ended).
+    pub fn try_recv(&mut self) -> Option<SharedEvent> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.events.poll_recv(&mut cx) {
+            Poll::Ready(e) => e,
+            Poll::Pending => None,
+        }
     }
 
     /// Stops delivery; events already queued can still be read, then `recv` returns `None`.
@@ -185,6 +217,14 @@ impl Subscription {
         }
         self.events.close();
         Ok(())
+    }
+}
+
+impl futures::Stream for Subscription {
+    type Item = SharedEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SharedEvent>> {
+        self.get_mut().events.poll_recv(cx)
     }
 }
 

@@ -34,7 +34,7 @@ pub use adapter::{
 };
 pub use config::{Config, ConfigChange, ConfigChangeStream, ConfigMap, ConfigProvider};
 pub use error::{BoxError, Error, ErrorClass, Result, ResultExt};
-pub use event::{Event, EventBus, EventFilter, Subscription};
+pub use event::{Event, EventBus, EventFilter, EventSource, SharedEvent, Subscription};
 pub use execution::{
     Attempt, BackoffStrategy, ErrorAction, ErrorHandler, ExecutionEngine, ExecutionHandle,
     ExecutionRequest, ExecutionStrategy, ExponentialBackoff, FixedErrorHandler, StepCondition,

@@ -130,7 +130,7 @@ impl Actor for BusBridge {
                 }
                 let forwarded = ForwardedEvent {
                     origin: node.clone(),
-                    event,
+                    event: Event::clone(&event),
                 };
                 for peer in pg::get_scoped_members(&BRIDGE_SCOPE.to_owned(), &group) {
                     if peer.get_id() == me {

@@ -11,18 +11,27 @@
 //! subscriber that cannot keep up loses events rather than stalling the node. Nothing in the
 //! bus is an unbounded queue: [`EventBus::publish_async`] goes through a bounded queue too and
 //! fails with `Overloaded` when it is full.
+//!
+//! # Cost of a delivery
+//!
+//! A published event is allocated once and shared (`Arc`) by every subscriber that matches;
+//! the filters are evaluated by the publisher, so a subscriber is only woken for events it
+//! wants. Each subscriber's buffer is a fixed lock-free queue with its waker ([`buffer`]),
+//! so a delivery is a reference-count increment, one compare-and-swap and a wake-up.
 
 pub mod bridge;
+mod buffer;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use async_trait::async_trait;
-use ire_core::{Error, Event, EventBus, EventFilter, Result, Subscription};
+use ire_core::{Error, Event, EventBus, EventFilter, Result, SharedEvent, Subscription};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::metric_names;
+use buffer::{Buffer, BufferReader, Pushed};
 
 pub use bridge::{BusBridge, BusBridgeArgs, BusBridgeMessage, ForwardedEvent, ORIGIN_NODE_KEY};
 
@@ -48,8 +57,7 @@ impl Default for BusConfig {
 struct Slot {
     id: String,
     filter: EventFilter,
-    tx: mpsc::Sender<Event>,
-    dropped: AtomicU64,
+    buffer: Arc<Buffer>,
 }
 
 struct BusInner {
@@ -75,26 +83,21 @@ impl BusInner {
     fn deliver(&self, event: Event) {
         self.published.increment(1);
         let slots = self.snapshot();
+        // One allocation per publish: subscribers share the event instead of each copying
+        // it (a copy of an event with its two maps costs more than the delivery itself).
+        let event: SharedEvent = Arc::new(event);
         let mut delivered = 0u64;
-        // Each matching subscriber but the last gets a clone; the last gets the event itself.
-        let mut previous: Option<&Arc<Slot>> = None;
         for slot in slots.iter().filter(|s| s.filter.matches(&event)) {
-            if let Some(prev) = previous.replace(slot) {
-                delivered += self.offer(prev, event.clone());
-            }
-        }
-        if let Some(last) = previous {
-            delivered += self.offer(last, event);
+            delivered += self.offer(slot, Arc::clone(&event));
         }
         self.delivered.increment(delivered);
     }
 
     /// Offers one event to one subscriber; 1 when it was buffered.
-    fn offer(&self, slot: &Slot, event: Event) -> u64 {
-        match slot.tx.try_send(event) {
-            Ok(()) => 1,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                slot.dropped.fetch_add(1, Ordering::Relaxed);
+    fn offer(&self, slot: &Slot, event: SharedEvent) -> u64 {
+        match slot.buffer.push(event) {
+            Pushed::Buffered => 1,
+            Pushed::Full => {
                 self.dropped.increment(1);
                 tracing::debug!(
                     component = "bus",
@@ -104,13 +107,15 @@ impl BusInner {
                 0
             }
             // The subscriber went away; its slot is being removed.
-            Err(mpsc::error::TrySendError::Closed(_)) => 0,
+            Pushed::Closed => 0,
         }
     }
 
     fn remove(&self, id: &str) {
         let mut guard = self.slots.write().expect("bus lock poisoned");
-        if guard.iter().any(|s| s.id == id) {
+        if let Some(gone) = guard.iter().find(|s| s.id == id) {
+            // Publishers still holding the old list skip it from now on.
+            gone.buffer.close();
             let next: Vec<Arc<Slot>> = guard.iter().filter(|s| s.id != id).cloned().collect();
             *guard = Arc::new(next);
             self.subscribers.set(guard.len() as f64);
@@ -187,7 +192,7 @@ impl LocalEventBus {
             .snapshot()
             .iter()
             .find(|s| s.id == subscription_id)
-            .map(|s| s.dropped.load(Ordering::Relaxed))
+            .map(|s| s.buffer.dropped())
     }
 
     /// True once [`EventBus::close`] has been called.
@@ -249,12 +254,11 @@ impl EventBus for LocalEventBus {
     async fn subscribe(&self, filter: EventFilter) -> Result<Subscription> {
         self.check_open()?;
         let id = uuid::Uuid::new_v4().to_string();
-        let (tx, rx) = mpsc::channel(self.inner.config.subscriber_buffer);
+        let buffer = Buffer::new(self.inner.config.subscriber_buffer);
         let slot = Arc::new(Slot {
             id: id.clone(),
             filter,
-            tx,
-            dropped: AtomicU64::new(0),
+            buffer: buffer.clone(),
         });
         {
             let mut guard = self.inner.slots.write().expect("bus lock poisoned");
@@ -267,7 +271,7 @@ impl EventBus for LocalEventBus {
         }
         let weak = Arc::downgrade(&self.inner);
         let sub_id = id.clone();
-        Ok(Subscription::new(id, rx, move || {
+        Ok(Subscription::new(id, BufferReader(buffer), move || {
             if let Some(inner) = weak.upgrade() {
                 inner.remove(&sub_id);
             }
@@ -295,8 +299,11 @@ impl EventBus for LocalEventBus {
         if let Some(handle) = dispatcher {
             let _ = handle.await;
         }
-        // Dropping the senders ends every subscription once its buffer is read.
+        // Every subscription ends once its buffer is read.
         let mut guard = self.inner.slots.write().expect("bus lock poisoned");
+        for slot in guard.iter() {
+            slot.buffer.close();
+        }
         *guard = Arc::new(Vec::new());
         self.inner.subscribers.set(0.0);
         Ok(())

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigProvider};
 use crate::error::{Error, Result};
-use crate::event::{Event, EventBus, EventFilter, Subscription};
+use crate::event::{Event, EventBus, EventFilter, SharedEvent, Subscription};
 use crate::execution::{
     Attempt, ExecutionEngine, ExecutionHandle, ExecutionRequest, ExecutionStrategy, Workflow,
     WorkflowResult,
@@ -29,7 +29,7 @@ use crate::report::{
 };
 use crate::resource::{Condition, Metrics, Resource};
 
-type Subscribers = Arc<Mutex<BTreeMap<u64, (EventFilter, mpsc::Sender<Event>)>>>;
+type Subscribers = Arc<Mutex<BTreeMap<u64, (EventFilter, mpsc::Sender<SharedEvent>)>>>;
 
 /// An in-process [`EventBus`] with bounded buffers that drops events a full subscriber
 /// cannot take.
@@ -62,10 +62,11 @@ impl EventBus for FakeEventBus {
                 std::io::Error::other("closed"),
             ));
         }
-        self.published.lock().unwrap().push(event.clone());
+        let event = Arc::new(event);
+        self.published.lock().unwrap().push(Event::clone(&event));
         for (f, tx) in self.subs.lock().unwrap().values() {
             if f.matches(&event) {
-                let _ = tx.try_send(event.clone());
+                let _ = tx.try_send(Arc::clone(&event));
             }
         }
         Ok(())
