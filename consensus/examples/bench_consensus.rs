@@ -10,6 +10,9 @@
 //! client, one request in flight per connection), so every figure includes a loopback round
 //! trip and the line protocol. Prints an fsync calibration (4 KiB write + fdatasync) first:
 //! raft commits are bounded by it, and this machine's disk speed varies from run to run.
+//!
+//! With `BENCH_NODE_LOGS=<dir>` the nodes' logs go to `<dir>/n<id>.log` (filtered by
+//! `RUST_LOG`, which the nodes inherit) instead of being discarded.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -148,7 +151,16 @@ async fn spawn(id: u64, raft: SocketAddr, data: &Path, extra: &[String]) -> Node
         .arg(data)
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(match std::env::var("BENCH_NODE_LOGS") {
+            Ok(d) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(format!("{d}/n{id}.log"))
+                    .unwrap(),
+            ),
+            Err(_) => Stdio::null(),
+        })
         .kill_on_drop(true)
         .spawn()
         .expect("spawn ire-raft-node");
@@ -290,10 +302,11 @@ async fn main() {
         ">= 5,000/s",
     );
 
-    // 3. 16 clients, one key: acquire, release on grant.
+    // 3. 16 clients, one key: acquire (waiting in the key's queue), release on grant. The
+    //    release hands the lease to the next waiter in the same commit.
     let (n, took) = run_clients(&laddr, 16, o.secs, |c, _i, mut cl| async move {
         let r = cl
-            .request(&format!("acquire bench/contended/1 c{c} 60000"))
+            .request(&format!("acquire-wait bench/contended/1 c{c} 60000 5000"))
             .await
             .unwrap();
         match granted_token(&r) {
@@ -309,9 +322,33 @@ async fn main() {
     })
     .await;
     row(
-        "contended hand-offs/s, 16 clients, 1 key",
+        "contended hand-offs/s, 16 clients, 1 key (queued)",
         format!("{:.0}/s", n as f64 / took.as_secs_f64()),
         ">= 500/s",
+    );
+
+    // 3b. The same with plain acquires: refused callers ask again at once (polling).
+    let (n, took) = run_clients(&laddr, 16, o.secs, |c, _i, mut cl| async move {
+        let r = cl
+            .request(&format!("acquire bench/contended/2 c{c} 60000"))
+            .await
+            .unwrap();
+        match granted_token(&r) {
+            Some(token) => {
+                let r = cl
+                    .request(&format!("release bench/contended/2 {token}"))
+                    .await
+                    .unwrap();
+                (cl, r == "ok")
+            }
+            None => (cl, false),
+        }
+    })
+    .await;
+    row(
+        "contended hand-offs/s, 16 clients, 1 key (polling)",
+        format!("{:.0}/s", n as f64 / took.as_secs_f64()),
+        "report",
     );
 
     // 4. Ledger: 64 writers, 2 KiB records, until `records` are committed.

@@ -183,6 +183,23 @@ impl ConsensusClient {
         self.read(|v, now| v.locks(now)).await
     }
 
+    /// Acquires `key`, waiting up to `wait` in the key's queue while it is leased: the lease
+    /// is handed over by the holder's release in one commit (see
+    /// [`RaftNode::acquire_wait`]). `Held` when the wait ends without the lease.
+    pub async fn acquire_wait(
+        &self,
+        key: &ResourceKey,
+        holder: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockOutcome> {
+        non_empty("holder", holder)?;
+        self.node
+            .acquire_wait(key, holder, ttl, wait)
+            .await
+            .map_err(|e| Error::from(e).context("consensus acquire-or-wait"))
+    }
+
     // ----- Membership and status -----
 
     /// Adds a node as a learner and waits until it has caught up.

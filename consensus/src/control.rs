@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `ping` | `ok` |
 //! | `acquire <key> <holder> <ttl-ms>` | `granted <token>` or `held <holder>` |
+//! | `acquire-wait <key> <holder> <ttl-ms> <wait-ms>` | `granted <token>` or `held <holder>` |
 //! | `renew <key> <token> <ttl-ms>` | `ok <token>` |
 //! | `release <key> <token>` | `ok` |
 //! | `lock <key>` | `lease <holder> <token>` or `free` |
@@ -105,6 +106,19 @@ async fn run(client: &ConsensusClient, w: &[&str]) -> Result<String, Error> {
             let ttl = Duration::from_millis(num(w, 3, "ttl")?);
             match client
                 .acquire(&key(w, 1)?, arg(w, 2, "holder")?, ttl)
+                .await?
+            {
+                LockOutcome::Granted(g) => Ok(format!("granted {}", g.token)),
+                LockOutcome::Held { holder, .. } => {
+                    Ok(format!("held {}", holder.replace(' ', "_")))
+                }
+            }
+        }
+        "acquire-wait" => {
+            let ttl = Duration::from_millis(num(w, 3, "ttl")?);
+            let wait = Duration::from_millis(num(w, 4, "wait")?);
+            match client
+                .acquire_wait(&key(w, 1)?, arg(w, 2, "holder")?, ttl, wait)
                 .await?
             {
                 LockOutcome::Granted(g) => Ok(format!("granted {}", g.token)),

@@ -13,5 +13,6 @@ pub mod client;
 pub mod control;
 pub mod network;
 pub mod node;
+pub mod proposer;
 pub mod storage;
 pub mod transport;

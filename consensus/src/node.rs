@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::network::{serve_raft_rpc, Network, NodeAddress};
+use crate::proposer::Proposer;
 use crate::state::view::StateView;
 use crate::store::{self, LogStore, StateMachineStore, StoreOptions};
 use crate::transport::frame::{decode_payload, encode_payload};
@@ -34,8 +35,8 @@ use crate::transport::{
     ClusterTransport, ClusterTransportConfig, NodeId, PeerStatus, RaftTransport, RemoteError,
     RemoteErrorKind, RpcHandler, RpcKind, TlsConfig, TransportError,
 };
-use crate::types::{check_ttl, ClusterNode, Command, Rejection, Request, Response, TypeConfig};
-use ire_core::LockOutcome;
+use crate::types::{check_ttl, ClusterNode, Command, Rejection, Response, TypeConfig};
+use ire_core::{LockOutcome, ResourceKey};
 
 impl NodeAddress for ClusterNode {
     fn address(&self) -> &str {
@@ -264,6 +265,7 @@ struct NodeInner {
     sm: StateMachineStore,
     transport: Arc<ClusterTransport>,
     watcher: tokio::task::JoinHandle<()>,
+    proposer: Proposer,
 }
 
 /// One member of the consensus cluster (see the module docs). Cheap to clone.
@@ -282,6 +284,12 @@ impl std::fmt::Debug for RaftNode {
 
 /// How long to wait between attempts while a leader is being elected.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// How long after a lease's lapse a waiter asks for the key again.
+const LAPSE_SLACK: Duration = Duration::from_millis(5);
+
+/// The most entries one append-entries message carries (openraft's default is 300).
+const MAX_PAYLOAD_ENTRIES: u64 = 32;
 
 impl RaftNode {
     /// Opens the store, starts the transport and raft. The node serves RPCs at once; it takes
@@ -308,6 +316,9 @@ impl RaftNode {
             election_timeout_max: t.election_timeout_max.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
             max_in_snapshot_log_to_keep: t.logs_to_keep,
+            // Entries may be batches of up to `proposer::MAX_BATCH` commands: keep one
+            // append-entries message to a lagging follower bounded.
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             ..Default::default()
         }
         .validate()
@@ -326,6 +337,7 @@ impl RaftNode {
         .await
         .map_err(|e| ConsensusError::fatal(format!("starting raft: {e}")))?;
         let watcher = tokio::spawn(watch_members(raft.clone(), dyn_transport));
+        let proposer = Proposer::start(raft.clone(), write_error, config.id);
         let inner = Arc::new(NodeInner {
             config,
             raft,
@@ -333,6 +345,7 @@ impl RaftNode {
             sm,
             transport,
             watcher,
+            proposer,
         });
         inner.transport.serve(Arc::new(NodeRpcHandler {
             node: Arc::downgrade(&inner),
@@ -457,6 +470,76 @@ impl RaftNode {
         }
     }
 
+    /// Acquires `key` for `holder`, waiting up to `wait` in the key's queue when it is leased:
+    /// the release of the lease (or its lapse) hands it to the first waiter in the same
+    /// entry, and this node wakes the caller when it applies that entry. Answers `Held` when
+    /// the wait ends without the lease, or at once under an operator hold or a full queue.
+    pub async fn acquire_wait(
+        &self,
+        key: &ResourceKey,
+        holder: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockOutcome, ConsensusError> {
+        let deadline = Instant::now() + wait;
+        // Registered before proposing, so that a hand-off applied at once is not missed.
+        let mut handed = self.inner.sm.hand_offs().register(key, holder);
+        let mut last_holder = (String::new(), None);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let queued = self
+                .write(Command::AcquireOrWait {
+                    key: key.clone(),
+                    holder: holder.to_owned(),
+                    ttl,
+                    wait: left,
+                })
+                .await?;
+            let until = match queued {
+                Response::Lock(outcome) => return Ok(outcome),
+                Response::Queued { holder, until, .. } => {
+                    last_holder = (holder, Some(until));
+                    until
+                }
+                other => {
+                    return Err(ConsensusError::fatal(format!(
+                        "unexpected answer to an acquire-or-wait: {other:?}"
+                    )))
+                }
+            };
+            // Nobody releases a lease that lapses: ask again just after it does, which hands
+            // the key to the first waiter.
+            let lapse = (until - Utc::now()).to_std().unwrap_or_default() + LAPSE_SLACK;
+            let wake = deadline.min(Instant::now() + lapse);
+            tokio::select! {
+                grant = handed.granted() => match grant {
+                    Some(g) => return Ok(LockOutcome::Granted(g)),
+                    // Replaced by another wait of the same holder: no wake-up will come.
+                    None => tokio::time::sleep_until(wake).await,
+                },
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        // Out of time: leave the queue. The lease may have been handed over just now, and
+        // the answer says so.
+        match self
+            .write(Command::CancelWait {
+                key: key.clone(),
+                holder: holder.to_owned(),
+            })
+            .await?
+        {
+            Response::Lock(outcome) => Ok(outcome),
+            _ => Ok(LockOutcome::Held {
+                holder: last_holder.0,
+                until: last_holder.1,
+            }),
+        }
+    }
+
     /// Runs `f` on state that reflects every write acknowledged before the call (a
     /// linearizable read). `now` is this node's clock, never earlier than the last stamped
     /// command, for deciding lease expiry.
@@ -533,6 +616,7 @@ impl RaftNode {
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
         self.inner.watcher.abort();
+        self.inner.proposer.stop();
         self.inner.transport.shutdown().await;
         let _ = self.inner.sm.flush().await;
     }
@@ -639,13 +723,12 @@ impl NodeInner {
                 if let Some(held) = self.refuse_held_acquire(&command) {
                     return Ok(ForwardReply::Written(Response::Lock(held)));
                 }
-                // The leader's clock, taken right before proposing: every replica decides
-                // expiry from this stamp.
-                let request = Request::stamped_now(command);
-                match self.raft.client_write(request).await {
-                    Ok(resp) => Ok(ForwardReply::Written(resp.data)),
-                    Err(e) => Err(self.client_write_error(e)),
-                }
+                // Batched with concurrent writes and stamped with this node's clock.
+                let deferrable = self.will_queue(&command);
+                self.proposer
+                    .propose(command, deferrable)
+                    .await
+                    .map(ForwardReply::Written)
             }
             ForwardRequest::ReadIndex => match self.raft.ensure_linearizable().await {
                 Ok(log_id) => Ok(ForwardReply::ReadIndex(log_id.map(|l| l.index))),
@@ -712,9 +795,27 @@ impl NodeInner {
         let Command::Acquire { key, holder, ttl } = command else {
             return None;
         };
-        if check_ttl("acquire.ttl", *ttl).is_err()
-            || self.raft.metrics().borrow().state != ServerState::Leader
-        {
+        if check_ttl("acquire.ttl", *ttl).is_err() {
+            return None;
+        }
+        self.leased_to_other(key, holder)
+    }
+
+    /// True for an acquire-or-wait that, by the leader's applied state, will join the key's
+    /// queue: it needs no prompt commit of its own (see `proposer`).
+    fn will_queue(&self, command: &Command) -> bool {
+        match command {
+            Command::AcquireOrWait { key, holder, .. } => {
+                self.leased_to_other(key, holder).is_some()
+            }
+            _ => false,
+        }
+    }
+
+    /// The live lease on `key` when this node leads and the lease (by its applied state) is
+    /// someone else's and under no operator hold.
+    fn leased_to_other(&self, key: &ResourceKey, holder: &str) -> Option<LockOutcome> {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
             return None;
         }
         let info = self.sm.read(|view| {
@@ -740,18 +841,28 @@ impl NodeInner {
         &self,
         e: RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>,
     ) -> ConsensusError {
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                self.not_leader(f.leader_id, f.leader_node)
+        write_error(self.config.id, e)
+    }
+}
+
+/// A raft write error of node `id` as a [`ConsensusError`].
+fn write_error(
+    id: NodeId,
+    e: RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>,
+) -> ConsensusError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ConsensusError::NotLeader {
+            node: id,
+            leader: f.leader_id,
+            leader_addr: f.leader_node.map(|n| n.addr),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            ConsensusError::Invalid {
+                field: "membership".into(),
+                message: c.to_string(),
             }
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
-                ConsensusError::Invalid {
-                    field: "membership".into(),
-                    message: c.to_string(),
-                }
-            }
-            RaftError::Fatal(f) => ConsensusError::fatal(f.to_string()),
         }
+        RaftError::Fatal(f) => ConsensusError::fatal(f.to_string()),
     }
 }
 

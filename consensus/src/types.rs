@@ -222,6 +222,34 @@ pub enum Command {
         /// The key.
         key: String,
     },
+    /// Several commands proposed together as one raft entry (the leader batches concurrent
+    /// writes). Applied in order, each on its own: one refused command changes nothing and
+    /// does not affect the others. A batch inside a batch is refused. Answers
+    /// [`Response::Batch`].
+    Batch(Vec<Command>),
+    /// Like [`Command::Acquire`], but a caller that finds the key leased to someone else joins
+    /// the key's queue of waiters for up to `wait`: a release (or the lapse of the lease, at the
+    /// next command on the key) hands the lease to the first waiter still waiting, in the same
+    /// entry. Answers [`Response::Lock`] (granted, or held by an operator hold or with the queue
+    /// full) or [`Response::Queued`].
+    AcquireOrWait {
+        /// The resource.
+        key: ResourceKey,
+        /// Who asks.
+        holder: String,
+        /// How long the lease lasts once granted (from the granting entry's stamp).
+        ttl: Duration,
+        /// How long the caller waits in the queue, from the stamped time.
+        wait: Duration,
+    },
+    /// Leaves the queue of `key`. Answers [`Response::Lock`] with the grant when the lease was
+    /// handed to `holder` meanwhile (the caller then holds it), otherwise [`Response::Done`].
+    CancelWait {
+        /// The resource.
+        key: ResourceKey,
+        /// The waiter.
+        holder: String,
+    },
 }
 
 impl Command {
@@ -244,6 +272,9 @@ impl Command {
             Command::AppendAudit(_) => "append-audit",
             Command::StorePut { .. } => "store-put",
             Command::StoreDelete { .. } => "store-delete",
+            Command::Batch(_) => "batch",
+            Command::AcquireOrWait { .. } => "acquire-or-wait",
+            Command::CancelWait { .. } => "cancel-wait",
         }
     }
 }
@@ -279,6 +310,11 @@ impl fmt::Display for Command {
                 write!(f, "store {} values in {collection}", items.len())
             }
             Command::StoreDelete { collection, key } => write!(f, "delete {collection}/{key}"),
+            Command::Batch(commands) => write!(f, "batch of {} commands", commands.len()),
+            Command::AcquireOrWait { key, holder, .. } => {
+                write!(f, "acquire {key} for {holder} or wait")
+            }
+            Command::CancelWait { key, holder } => write!(f, "stop waiting for {key} ({holder})"),
         }
     }
 }
@@ -296,6 +332,18 @@ pub enum Response {
     Rejected(Rejection),
     /// A raft-internal entry (blank, membership) was applied.
     Internal,
+    /// The answers to a [`Command::Batch`], in order.
+    Batch(Vec<Response>),
+    /// The answer to [`Command::AcquireOrWait`] when the key is leased: the caller waits in
+    /// the key's queue.
+    Queued {
+        /// The current holder.
+        holder: String,
+        /// When its lease lapses unless renewed.
+        until: DateTime<Utc>,
+        /// The caller's place in the queue (0: next).
+        position: usize,
+    },
 }
 
 impl Response {

@@ -2,7 +2,7 @@
 //! rules and moves `last_applied`, so a crash leaves either all of a batch or none of it.
 
 use chrono::{DateTime, Utc};
-use ire_core::{AuditEntry, ExecutionRecord, FaultEntry, FaultState, ResourceKey};
+use ire_core::{AuditEntry, ExecutionRecord, FaultEntry, FaultState, LeaseGrant, ResourceKey};
 use openraft::EntryPayload;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
@@ -84,7 +84,16 @@ impl<'a> Tx<'a> {
     }
 
     fn lock_row(&self, key: &ResourceKey) -> TxResult<LockRow> {
-        Ok(Self::get(self.locks, "lock row", key.as_str().as_bytes())?.unwrap_or_default())
+        match self.locks.get(key.as_str().as_bytes())? {
+            Some(v) => LockRow::decode(&v).map_err(abort),
+            None => Ok(LockRow::default()),
+        }
+    }
+
+    fn put_lock(&self, key: &ResourceKey, row: &LockRow) -> TxResult<()> {
+        self.locks
+            .insert(key.as_str().as_bytes(), row.encode().map_err(abort)?)?;
+        Ok(())
     }
 }
 
@@ -94,6 +103,39 @@ pub struct Applied {
     pub responses: Vec<Response>,
     /// The last applied log id.
     pub last_applied: Option<LogId>,
+    /// Leases handed to queued waiters by this batch, in order.
+    pub handoffs: Vec<LeaseGrant>,
+}
+
+/// After a plain acquire changed `before` into `row`: when a new lease went to a queued
+/// waiter rather than to the caller, that waiter is told.
+fn note_handoff(
+    before: &LockRow,
+    row: &LockRow,
+    caller: &str,
+    key: &ResourceKey,
+    handoffs: &mut Vec<LeaseGrant>,
+) {
+    let old = before.lease.as_ref().map(|l| l.token);
+    if let Some(lease) = row.lease.as_ref().filter(|l| Some(l.token) != old) {
+        if lease.holder != caller {
+            handoffs.push(lease.grant(key));
+        }
+    }
+}
+
+/// A command's answer, with a refusal logged and turned into [`Response::Rejected`].
+fn answer_of(command: &Command, index: u64, answer: Result<Response, Rejection>) -> Response {
+    answer.unwrap_or_else(|rejection| {
+        tracing::debug!(
+            component = "consensus",
+            index,
+            command = command.name(),
+            %rejection,
+            "command refused"
+        );
+        Response::Rejected(rejection)
+    })
 }
 
 /// Applies `entries` in one transaction (all or nothing) and returns one response each.
@@ -103,6 +145,7 @@ pub fn apply_batch(tables: &Tables, entries: &[Entry]) -> StoreResult<Applied> {
         let tx = Tx::new(t);
         let mut clock: Option<DateTime<Utc>> = Tx::get(tx.meta, "clock", meta_keys::CLOCK)?;
         let mut responses = Vec::with_capacity(entries.len());
+        let mut handoffs = Vec::new();
         let mut last = None;
         for entry in entries {
             let response = match &entry.payload {
@@ -116,17 +159,30 @@ pub fn apply_batch(tables: &Tables, entries: &[Entry]) -> StoreResult<Applied> {
                     // The clock never runs backwards, whichever leader stamped the entry.
                     let now = clock.map_or(req.now, |c| c.max(req.now));
                     clock = Some(now);
-                    match apply_command(&tx, &req.command, now, entry.log_id.index)? {
-                        Ok(r) => r,
-                        Err(rejection) => {
-                            tracing::debug!(
-                                component = "consensus",
-                                index = entry.log_id.index,
-                                command = req.command.name(),
-                                %rejection,
-                                "command refused"
-                            );
-                            Response::Rejected(rejection)
+                    let index = entry.log_id.index;
+                    match &req.command {
+                        Command::Batch(commands) => {
+                            let mut answers = Vec::with_capacity(commands.len());
+                            for (position, command) in commands.iter().enumerate() {
+                                let answer = if matches!(command, Command::Batch(_)) {
+                                    Err(Rejection::invalid("batch", "a batch cannot hold a batch"))
+                                } else if position >= locks::MAX_COMMANDS_PER_ENTRY {
+                                    Err(Rejection::invalid(
+                                        "batch",
+                                        "too many commands in one entry",
+                                    ))
+                                } else {
+                                    let seq = locks::sequence(index, position);
+                                    apply_command(&tx, command, now, seq, &mut handoffs)?
+                                };
+                                answers.push(answer_of(command, index, answer));
+                            }
+                            Response::Batch(answers)
+                        }
+                        command => {
+                            let seq = locks::sequence(index, 0);
+                            let answer = apply_command(&tx, command, now, seq, &mut handoffs)?;
+                            answer_of(command, index, answer)
                         }
                     }
                 }
@@ -143,6 +199,7 @@ pub fn apply_batch(tables: &Tables, entries: &[Entry]) -> StoreResult<Applied> {
         Ok(Applied {
             responses,
             last_applied: last,
+            handoffs,
         })
     });
     result.map_err(|e| match e {
@@ -154,32 +211,81 @@ pub fn apply_batch(tables: &Tables, entries: &[Entry]) -> StoreResult<Applied> {
     })
 }
 
-/// Runs one command. The outer error aborts the transaction (storage failure); the inner
-/// one is a refusal, which changes nothing: every rule checks before it writes.
+/// Runs one command with its sequence number `seq` (the token of any lease it grants). The
+/// outer error aborts the transaction (storage failure); the inner one is a refusal, which
+/// changes nothing: every rule checks before it writes. Leases handed to waiters are pushed
+/// to `handoffs`.
 fn apply_command(
     tx: &Tx<'_>,
     cmd: &Command,
     now: DateTime<Utc>,
-    index: u64,
+    seq: u64,
+    handoffs: &mut Vec<LeaseGrant>,
 ) -> TxResult<Result<Response, Rejection>> {
     Ok(match cmd {
         Command::Acquire { key, holder, ttl } => {
             let mut row = tx.lock_row(key)?;
-            match locks::acquire(&mut row, key, holder, *ttl, now, index) {
+            let before = row.clone();
+            match locks::acquire(&mut row, key, holder, *ttl, now, seq) {
                 Ok(outcome) => {
-                    if matches!(outcome, ire_core::LockOutcome::Granted(_)) {
-                        Tx::put(tx.locks, "lock row", key.as_str().as_bytes(), &row)?;
+                    if row != before {
+                        note_handoff(&before, &row, holder, key, handoffs);
+                        tx.put_lock(key, &row)?;
                     }
                     Ok(Response::Lock(outcome))
                 }
                 Err(r) => Err(r),
             }
         }
+        Command::AcquireOrWait {
+            key,
+            holder,
+            ttl,
+            wait,
+        } => {
+            let mut row = tx.lock_row(key)?;
+            match locks::acquire_or_wait(&mut row, key, holder, *ttl, *wait, now, seq) {
+                Ok((outcome, handed)) => {
+                    handoffs.extend(handed);
+                    tx.put_lock(key, &row)?;
+                    Ok(match outcome {
+                        locks::WaitOutcome::Lock(o) => Response::Lock(o),
+                        locks::WaitOutcome::Queued {
+                            holder,
+                            until,
+                            position,
+                        } => Response::Queued {
+                            holder,
+                            until,
+                            position,
+                        },
+                    })
+                }
+                Err(r) => Err(r),
+            }
+        }
+        Command::CancelWait { key, holder } => {
+            let mut row = tx.lock_row(key)?;
+            let before = row.clone();
+            let (mine, handed) = locks::cancel_wait(&mut row, key, holder, now, seq);
+            handoffs.extend(handed);
+            if row != before {
+                tx.put_lock(key, &row)?;
+            }
+            Ok(match mine {
+                Some(grant) => Response::Lock(ire_core::LockOutcome::Granted(grant)),
+                None => Response::Done,
+            })
+        }
+        Command::Batch(_) => Err(Rejection::invalid(
+            "batch",
+            "a batch is only applied as a whole entry",
+        )),
         Command::Renew { key, token, ttl } => {
             let mut row = tx.lock_row(key)?;
             match locks::renew(&mut row, key, *token, *ttl, now) {
                 Ok(grant) => {
-                    Tx::put(tx.locks, "lock row", key.as_str().as_bytes(), &row)?;
+                    tx.put_lock(key, &row)?;
                     Ok(Response::Lease(grant))
                 }
                 Err(r) => Err(r),
@@ -187,9 +293,10 @@ fn apply_command(
         }
         Command::Release { key, token } => {
             let mut row = tx.lock_row(key)?;
-            match locks::release(&mut row, key, *token) {
-                Ok(()) => {
-                    Tx::put(tx.locks, "lock row", key.as_str().as_bytes(), &row)?;
+            match locks::release(&mut row, key, *token, now, seq) {
+                Ok(handed) => {
+                    handoffs.extend(handed);
+                    tx.put_lock(key, &row)?;
                     Ok(Response::Done)
                 }
                 Err(r) => Err(r),
@@ -199,7 +306,7 @@ fn apply_command(
             let mut row = tx.lock_row(key)?;
             match locks::hold(&mut row, by, reason, now) {
                 Ok(()) => {
-                    Tx::put(tx.locks, "lock row", key.as_str().as_bytes(), &row)?;
+                    tx.put_lock(key, &row)?;
                     Ok(Response::Done)
                 }
                 Err(r) => Err(r),
@@ -207,12 +314,13 @@ fn apply_command(
         }
         Command::Unhold { key } => {
             let mut row = tx.lock_row(key)?;
-            match locks::unhold(&mut row, key) {
-                Ok(()) => {
+            match locks::unhold(&mut row, key, now, seq) {
+                Ok(handed) => {
+                    handoffs.extend(handed);
                     if row.is_empty() {
                         tx.locks.remove(key.as_str().as_bytes())?;
                     } else {
-                        Tx::put(tx.locks, "lock row", key.as_str().as_bytes(), &row)?;
+                        tx.put_lock(key, &row)?;
                     }
                     Ok(Response::Done)
                 }
@@ -288,7 +396,7 @@ fn apply_command(
         } => update_campaign(tx, campaign_id, |c| {
             campaigns::finish(c, *state, message, now)
         })?,
-        Command::AppendAudit(Json(entry)) => append_audit(tx, entry, index)?,
+        Command::AppendAudit(Json(entry)) => append_audit(tx, entry, seq)?,
         Command::StorePut { collection, items } => store_put(tx, collection, items)?,
         Command::StoreDelete { collection, key } => {
             if let Err(r) = kv::check_collection(collection) {
@@ -402,7 +510,7 @@ fn update_campaign(
 fn append_audit(
     tx: &Tx<'_>,
     entry: &AuditEntry,
-    index: u64,
+    seq: u64,
 ) -> TxResult<Result<Response, Rejection>> {
     if entry.principal.trim().is_empty() {
         return Ok(Err(Rejection::invalid(
@@ -410,10 +518,11 @@ fn append_audit(
             "must not be empty",
         )));
     }
-    // Ordered by the entry's time; the log index keeps entries of the same instant apart.
+    // Ordered by the entry's time; the command's sequence number keeps entries of the same
+    // instant apart (also within one batch entry).
     let mut key = Vec::with_capacity(16);
     key.extend_from_slice(&time_key(entry.timestamp));
-    key.extend_from_slice(&index_key(index));
+    key.extend_from_slice(&index_key(seq));
     Tx::put(tx.audit, "audit entry", &key, &Json(entry))?;
     Ok(Ok(Response::Done))
 }

@@ -1,8 +1,13 @@
 //! Lease locks: the pure rules, applied to one key's [`LockRow`].
 //!
-//! Every function takes the leader-stamped `now` and, for a grant, the log index of the
-//! entry being applied (which becomes the fencing token). Nothing here reads a clock, so
-//! every replica that applies the same entries reaches the same rows.
+//! Every function takes the leader-stamped `now` and, for a grant, the sequence number of the
+//! command being applied (see [`sequence`]), which becomes the fencing token. Nothing here
+//! reads a clock, so every replica that applies the same entries reaches the same rows.
+//!
+//! A key also keeps a queue of waiters ([`Command::AcquireOrWait`](crate::types::Command)):
+//! whenever the key is free (released, or the lease lapsed) and a command touches it, the lease
+//! is handed to the first waiter still waiting, in that command's entry. A contended hand-off
+//! is then one commit (the release), and waiters are told instead of polling.
 
 use std::time::Duration;
 
@@ -10,7 +15,42 @@ use chrono::{DateTime, Utc};
 use ire_core::{FencingToken, LeaseGrant, LockInfo, LockOutcome, OperatorHold, ResourceKey};
 use serde::{Deserialize, Serialize};
 
+use crate::error::StoreResult;
+use crate::store::codec::{decode, encode};
 use crate::types::{check_ttl, Rejection};
+
+/// Bits of a sequence number (and so of a fencing token) below the log index: the position of
+/// the command in its entry (a batch entry carries several).
+pub const POSITION_BITS: u32 = 16;
+
+/// The most commands one entry may carry, so that every command has its own sequence number.
+pub const MAX_COMMANDS_PER_ENTRY: usize = 1 << POSITION_BITS;
+
+/// The sequence number of the command at `position` of the entry at log `index`: unique per
+/// command and growing with the log, so fencing tokens drawn from it only grow.
+pub fn sequence(index: u64, position: usize) -> u64 {
+    debug_assert!(position < MAX_COMMANDS_PER_ENTRY);
+    (index << POSITION_BITS) | position as u64
+}
+
+/// The log index of the entry that granted the lease with `token`.
+pub fn token_index(token: FencingToken) -> u64 {
+    token.0 >> POSITION_BITS
+}
+
+/// The most waiters one key queues; later callers are answered `Held` without queuing.
+pub const MAX_WAITERS: usize = 1024;
+
+/// A caller queued for a key's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    /// Who waits.
+    pub holder: String,
+    /// The lease's duration once handed over.
+    pub ttl: Duration,
+    /// When it stops waiting (leader-stamped); a lapsed waiter is skipped and dropped.
+    pub until: DateTime<Utc>,
+}
 
 /// A lease as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +92,16 @@ pub struct LockRow {
     pub released: bool,
     /// An operator hold, if any.
     pub hold: Option<OperatorHold>,
+    /// Callers waiting for the lease, first in line first.
+    pub waiters: Vec<Waiter>,
+}
+
+/// A row as stored before keys had waiters: still read, never written.
+#[derive(Deserialize)]
+struct LockRowV1 {
+    lease: Option<Lease>,
+    released: bool,
+    hold: Option<OperatorHold>,
 }
 
 impl LockRow {
@@ -71,9 +121,27 @@ impl LockRow {
         }
     }
 
-    /// True when the row says nothing worth keeping (no lease ever, no hold).
+    /// True when the row says nothing worth keeping (no lease ever, no hold, no waiter).
     pub fn is_empty(&self) -> bool {
-        self.lease.is_none() && self.hold.is_none()
+        self.lease.is_none() && self.hold.is_none() && self.waiters.is_empty()
+    }
+
+    /// Encodes the row for the locks tree.
+    pub fn encode(&self) -> StoreResult<Vec<u8>> {
+        encode("lock row", self)
+    }
+
+    /// Decodes a stored row, including rows written before keys had waiters.
+    pub fn decode(bytes: &[u8]) -> StoreResult<Self> {
+        decode("lock row", bytes).or_else(|e| match decode::<LockRowV1>("lock row", bytes) {
+            Ok(v1) => Ok(LockRow {
+                lease: v1.lease,
+                released: v1.released,
+                hold: v1.hold,
+                waiters: Vec::new(),
+            }),
+            Err(_) => Err(e),
+        })
     }
 }
 
@@ -94,16 +162,30 @@ fn check_text(field: &str, value: &str) -> Result<(), Rejection> {
 
 /// Acquire: granted when the key is free, expired or released; renewed (same token) when
 /// `holder` already holds it; otherwise held by the current holder or the operator hold.
+/// A free key with waiters goes to the first of them, not to a caller that did not queue.
 pub fn acquire(
     row: &mut LockRow,
     key: &ResourceKey,
     holder: &str,
     ttl: Duration,
     now: DateTime<Utc>,
-    index: u64,
+    token: u64,
 ) -> Result<LockOutcome, Rejection> {
     check_text("acquire.holder", holder)?;
     check_ttl("acquire.ttl", ttl)?;
+    hand_off(row, key, now, token);
+    grant_or_refuse(row, key, holder, ttl, now, token)
+}
+
+/// The rules of acquire once any hand-off is done.
+fn grant_or_refuse(
+    row: &mut LockRow,
+    key: &ResourceKey,
+    holder: &str,
+    ttl: Duration,
+    now: DateTime<Utc>,
+    token: u64,
+) -> Result<LockOutcome, Rejection> {
     if let Some(hold) = &row.hold {
         return Ok(LockOutcome::Held {
             holder: format!("operator hold by {}: {}", hold.by, hold.reason),
@@ -122,16 +204,142 @@ pub fn acquire(
         lease.expires_at = expiry(now, ttl);
         return Ok(LockOutcome::Granted(lease.grant(key)));
     }
+    Ok(LockOutcome::Granted(grant_to(
+        row, key, holder, ttl, now, token,
+    )))
+}
+
+fn grant_to(
+    row: &mut LockRow,
+    key: &ResourceKey,
+    holder: &str,
+    ttl: Duration,
+    now: DateTime<Utc>,
+    token: u64,
+) -> LeaseGrant {
     let lease = Lease {
         holder: holder.to_owned(),
-        token: FencingToken(index),
+        token: FencingToken(token),
         granted_at: now,
         expires_at: expiry(now, ttl),
     };
     let grant = lease.grant(key);
     row.lease = Some(lease);
     row.released = false;
-    Ok(LockOutcome::Granted(grant))
+    row.waiters.retain(|w| w.holder != holder);
+    grant
+}
+
+/// Hands a free key (no live lease, no operator hold) to the first waiter still waiting at
+/// `now`, with `token`; lapsed waiters are dropped. Returns the grant, so that the waiter can
+/// be told.
+pub fn hand_off(
+    row: &mut LockRow,
+    key: &ResourceKey,
+    now: DateTime<Utc>,
+    token: u64,
+) -> Option<LeaseGrant> {
+    row.waiters.retain(|w| w.until > now);
+    if row.hold.is_some() || row.live_lease(now).is_some() || row.waiters.is_empty() {
+        return None;
+    }
+    let next = row.waiters.remove(0);
+    Some(grant_to(row, key, &next.holder, next.ttl, now, token))
+}
+
+/// What [`acquire_or_wait`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// Granted (or renewed, for the holder), or refused without queuing (operator hold, or
+    /// the queue is full).
+    Lock(LockOutcome),
+    /// The caller waits at `position` (0: next) behind the lease of `holder`.
+    Queued {
+        /// The current holder.
+        holder: String,
+        /// When its lease lapses unless renewed.
+        until: DateTime<Utc>,
+        /// The caller's place in the queue.
+        position: usize,
+    },
+}
+
+/// Acquire-or-wait: like [`acquire`], but a caller that finds the key leased joins its queue
+/// (or, already queued, keeps its place with the new `ttl` and `wait`). Also returns the
+/// grant of a hand-off to another waiter that this command made.
+pub fn acquire_or_wait(
+    row: &mut LockRow,
+    key: &ResourceKey,
+    holder: &str,
+    ttl: Duration,
+    wait: Duration,
+    now: DateTime<Utc>,
+    token: u64,
+) -> Result<(WaitOutcome, Option<LeaseGrant>), Rejection> {
+    check_text("acquire.holder", holder)?;
+    check_ttl("acquire.ttl", ttl)?;
+    check_ttl("acquire.wait", wait)?;
+    let handed = hand_off(row, key, now, token);
+    let outcome = grant_or_refuse(row, key, holder, ttl, now, token)?;
+    let LockOutcome::Held {
+        holder: current,
+        until: Some(until),
+    } = outcome
+    else {
+        // Granted, or held by an operator hold (no queue behind a hold).
+        return Ok((WaitOutcome::Lock(outcome), handed));
+    };
+    let until_wait = expiry(now, wait);
+    let position = match row.waiters.iter().position(|w| w.holder == holder) {
+        Some(i) => {
+            row.waiters[i].ttl = ttl;
+            row.waiters[i].until = until_wait;
+            i
+        }
+        None if row.waiters.len() >= MAX_WAITERS => {
+            return Ok((
+                WaitOutcome::Lock(LockOutcome::Held {
+                    holder: current,
+                    until: Some(until),
+                }),
+                handed,
+            ))
+        }
+        None => {
+            row.waiters.push(Waiter {
+                holder: holder.to_owned(),
+                ttl,
+                until: until_wait,
+            });
+            row.waiters.len() - 1
+        }
+    };
+    Ok((
+        WaitOutcome::Queued {
+            holder: current,
+            until,
+            position,
+        },
+        handed,
+    ))
+}
+
+/// Leaves the queue: returns the lease if it was handed to `holder` meanwhile (it is theirs
+/// to use or release), plus the grant of a hand-off to the next waiter this command made.
+pub fn cancel_wait(
+    row: &mut LockRow,
+    key: &ResourceKey,
+    holder: &str,
+    now: DateTime<Utc>,
+    token: u64,
+) -> (Option<LeaseGrant>, Option<LeaseGrant>) {
+    row.waiters.retain(|w| w.holder != holder);
+    let handed = hand_off(row, key, now, token);
+    let mine = row
+        .live_lease(now)
+        .filter(|l| l.holder == holder)
+        .map(|l| l.grant(key));
+    (mine, handed)
 }
 
 /// Renew: extends the lease with `token` if it is the current one and has not expired.
@@ -174,12 +382,19 @@ fn current_token(row: &LockRow) -> Option<FencingToken> {
 
 /// Release: gives back the lease with `token`. Releasing the last lease again (a retried
 /// release) or releasing an expired lease that nobody took since is accepted; any other
-/// token is refused.
-pub fn release(row: &mut LockRow, key: &ResourceKey, token: FencingToken) -> Result<(), Rejection> {
+/// token is refused. The first waiter, if any, gets the lease at once with `next_token`;
+/// its grant is returned.
+pub fn release(
+    row: &mut LockRow,
+    key: &ResourceKey,
+    token: FencingToken,
+    now: DateTime<Utc>,
+    next_token: u64,
+) -> Result<Option<LeaseGrant>, Rejection> {
     match &row.lease {
         Some(lease) if lease.token == token => {
             row.released = true;
-            Ok(())
+            Ok(hand_off(row, key, now, next_token))
         }
         _ => Err(Rejection::WrongToken {
             key: key.clone(),
@@ -207,12 +422,18 @@ pub fn hold(
     Ok(())
 }
 
-/// Unhold: removes the operator hold; refused when there is none.
-pub fn unhold(row: &mut LockRow, key: &ResourceKey) -> Result<(), Rejection> {
+/// Unhold: removes the operator hold; refused when there is none. The first waiter, if
+/// any, gets the free key with `token`; its grant is returned.
+pub fn unhold(
+    row: &mut LockRow,
+    key: &ResourceKey,
+    now: DateTime<Utc>,
+    token: u64,
+) -> Result<Option<LeaseGrant>, Rejection> {
     if row.hold.take().is_none() {
         return Err(Rejection::NotOnHold { key: key.clone() });
     }
-    Ok(())
+    Ok(hand_off(row, key, now, token))
 }
 
 /// True when `token` is the current, unexpired lease of the row at `now` (what a fault
@@ -333,19 +554,22 @@ mod tests {
         let mut row = LockRow::default();
         acquire(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
         let before = row.clone();
-        assert!(release(&mut row, &key(), FencingToken(8)).is_err());
+        assert!(release(&mut row, &key(), FencingToken(8), t(1), 8).is_err());
         assert_eq!(row, before);
-        release(&mut row, &key(), FencingToken(7)).unwrap();
+        assert_eq!(
+            release(&mut row, &key(), FencingToken(7), t(1), 8),
+            Ok(None)
+        );
         assert!(row.live_lease(t(1)).is_none());
         // A retried release is harmless.
-        release(&mut row, &key(), FencingToken(7)).unwrap();
+        release(&mut row, &key(), FencingToken(7), t(1), 9).unwrap();
         // The released lease cannot be renewed.
         assert!(renew(&mut row, &key(), FencingToken(7), TTL, t(2)).is_err());
         // And the key is free again.
         let g = granted(acquire(&mut row, &key(), "b", TTL, t(2), 9).unwrap());
         assert_eq!(g.token, FencingToken(9));
         // The old token no longer releases anything.
-        assert!(release(&mut row, &key(), FencingToken(7)).is_err());
+        assert!(release(&mut row, &key(), FencingToken(7), t(3), 10).is_err());
     }
 
     #[test]
@@ -356,10 +580,10 @@ mod tests {
             let o = acquire(&mut row, &key(), h, TTL, t(100 + i as i64), 5 + i as u64).unwrap();
             assert!(matches!(o, LockOutcome::Held { until: None, .. }), "{o:?}");
         }
-        unhold(&mut row, &key()).unwrap();
+        assert_eq!(unhold(&mut row, &key(), t(150), 19), Ok(None));
         granted(acquire(&mut row, &key(), "a", TTL, t(200), 20).unwrap());
         assert_eq!(
-            unhold(&mut row, &key()).unwrap_err(),
+            unhold(&mut row, &key(), t(201), 21).unwrap_err(),
             Rejection::NotOnHold { key: key() }
         );
     }
@@ -378,9 +602,172 @@ mod tests {
         assert_eq!(row, LockRow::default());
     }
 
+    const WAIT: Duration = Duration::from_secs(30);
+
+    fn queued(o: WaitOutcome) -> usize {
+        match o {
+            WaitOutcome::Queued { position, .. } => position,
+            other => panic!("expected to queue, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn release_hands_the_lease_to_waiters_in_order_with_growing_tokens() {
+        let mut row = LockRow::default();
+        let a = granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        for (i, h) in ["b", "c", "d"].iter().enumerate() {
+            let (o, handed) =
+                acquire_or_wait(&mut row, &key(), h, TTL, WAIT, t(1), 11 + i as u64).unwrap();
+            assert_eq!(queued(o), i);
+            assert_eq!(handed, None);
+        }
+        // Asking again keeps the place in the queue.
+        let (o, _) = acquire_or_wait(&mut row, &key(), "c", TTL, WAIT, t(2), 14).unwrap();
+        assert_eq!(queued(o), 1);
+        // A plain acquire does not jump the queue.
+        let o = acquire(&mut row, &key(), "x", TTL, t(2), 15).unwrap();
+        assert!(
+            matches!(o, LockOutcome::Held { ref holder, .. } if holder == "a"),
+            "{o:?}"
+        );
+        let b = release(&mut row, &key(), a.token, t(3), 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!((b.holder.as_str(), b.token), ("b", FencingToken(20)));
+        assert_eq!(b.expires_at, t(13));
+        assert!(b.token > a.token);
+        let c = release(&mut row, &key(), b.token, t(4), 21)
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.holder.as_str(), c.token), ("c", FencingToken(21)));
+        // d gives up: nothing is handed to it.
+        assert_eq!(cancel_wait(&mut row, &key(), "d", t(5), 22), (None, None));
+        assert_eq!(release(&mut row, &key(), c.token, t(6), 23), Ok(None));
+        assert!(row.live_lease(t(6)).is_none());
+        assert!(row.waiters.is_empty());
+    }
+
+    #[test]
+    fn a_waiter_whose_wait_lapsed_is_skipped() {
+        let mut row = LockRow::default();
+        let a = granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        acquire_or_wait(&mut row, &key(), "b", TTL, Duration::from_secs(5), t(1), 11).unwrap();
+        acquire_or_wait(&mut row, &key(), "c", TTL, WAIT, t(2), 12).unwrap();
+        // b stopped waiting at t(6): c is next.
+        let c = release(&mut row, &key(), a.token, t(7), 13)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.holder, "c");
+        assert!(row.waiters.is_empty());
+        // With only lapsed waiters, a release leaves the key free.
+        acquire_or_wait(&mut row, &key(), "d", TTL, Duration::from_secs(1), t(8), 14).unwrap();
+        assert_eq!(release(&mut row, &key(), c.token, t(20), 15), Ok(None));
+        assert!(row.live_lease(t(20)).is_none());
+        assert!(row.waiters.is_empty());
+    }
+
+    #[test]
+    fn a_lapsed_lease_goes_to_the_first_waiter_at_the_next_command() {
+        let mut row = LockRow::default();
+        granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        acquire_or_wait(&mut row, &key(), "b", TTL, WAIT, t(1), 11).unwrap();
+        acquire_or_wait(&mut row, &key(), "c", TTL, WAIT, t(2), 12).unwrap();
+        // a's lease lapsed at t(10) without a release; c asks again at t(11).
+        let (o, handed) = acquire_or_wait(&mut row, &key(), "c", TTL, WAIT, t(11), 13).unwrap();
+        let b = handed.expect("b is handed the lease");
+        assert_eq!((b.holder.as_str(), b.token), ("b", FencingToken(13)));
+        assert_eq!(queued(o), 0);
+        // b's holder asking again is a renewal, not a new grant.
+        let (o, handed) = acquire_or_wait(&mut row, &key(), "b", TTL, WAIT, t(12), 14).unwrap();
+        assert_eq!(handed, None);
+        match o {
+            WaitOutcome::Lock(LockOutcome::Granted(g)) => assert_eq!(g.token, b.token),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cancelling_after_the_hand_off_returns_the_lease() {
+        let mut row = LockRow::default();
+        let a = granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        acquire_or_wait(&mut row, &key(), "b", TTL, WAIT, t(1), 11).unwrap();
+        release(&mut row, &key(), a.token, t(2), 12).unwrap();
+        let (mine, handed) = cancel_wait(&mut row, &key(), "b", t(3), 13);
+        assert_eq!(mine.map(|g| g.token), Some(FencingToken(12)));
+        assert_eq!(handed, None);
+    }
+
+    #[test]
+    fn no_queue_behind_an_operator_hold_and_unhold_serves_the_queue() {
+        let mut row = LockRow::default();
+        let a = granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        acquire_or_wait(&mut row, &key(), "b", TTL, WAIT, t(1), 11).unwrap();
+        hold(&mut row, "op", "maintenance", t(2)).unwrap();
+        let (o, _) = acquire_or_wait(&mut row, &key(), "c", TTL, WAIT, t(3), 12).unwrap();
+        assert!(matches!(
+            o,
+            WaitOutcome::Lock(LockOutcome::Held { until: None, .. })
+        ));
+        // The release hands nothing over while the hold is on.
+        assert_eq!(release(&mut row, &key(), a.token, t(4), 13), Ok(None));
+        let b = unhold(&mut row, &key(), t(5), 14).unwrap().unwrap();
+        assert_eq!((b.holder.as_str(), b.token), ("b", FencingToken(14)));
+    }
+
+    #[test]
+    fn bad_wait_is_refused_and_the_queue_is_bounded() {
+        let mut row = LockRow::default();
+        granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        let e = acquire_or_wait(&mut row, &key(), "b", TTL, Duration::ZERO, t(1), 11).unwrap_err();
+        assert!(e.to_string().contains("acquire.wait"), "{e}");
+        for i in 0..MAX_WAITERS {
+            let h = format!("w{i}");
+            acquire_or_wait(&mut row, &key(), &h, TTL, WAIT, t(1), 12).unwrap();
+        }
+        let (o, _) = acquire_or_wait(&mut row, &key(), "late", TTL, WAIT, t(1), 13).unwrap();
+        assert!(
+            matches!(o, WaitOutcome::Lock(LockOutcome::Held { .. })),
+            "{o:?}"
+        );
+        assert_eq!(row.waiters.len(), MAX_WAITERS);
+    }
+
+    #[test]
+    fn rows_written_before_waiters_existed_still_decode() {
+        #[derive(Serialize)]
+        struct V1 {
+            lease: Option<Lease>,
+            released: bool,
+            hold: Option<OperatorHold>,
+        }
+        let mut row = LockRow::default();
+        granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        let old = encode(
+            "lock row",
+            &V1 {
+                lease: row.lease.clone(),
+                released: false,
+                hold: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(LockRow::decode(&old).unwrap(), row);
+        assert_eq!(LockRow::decode(&row.encode().unwrap()).unwrap(), row);
+        assert!(LockRow::decode(&[0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn sequence_numbers_order_by_index_then_position() {
+        assert!(sequence(7, 0) > sequence(6, MAX_COMMANDS_PER_ENTRY - 1));
+        assert!(sequence(7, 1) > sequence(7, 0));
+        assert_eq!(token_index(FencingToken(sequence(7, 3))), 7);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Acquire(u8, u8),
+        AcquireOrWait(u8, u8, u8),
+        CancelWait(u8),
         Renew(u8, u8),
         Release(u8),
         Hold,
@@ -390,9 +777,11 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (0u8..3, 1u8..20).prop_map(|(h, ttl)| Op::Acquire(h, ttl)),
+            3 => (0u8..4, 1u8..20).prop_map(|(h, ttl)| Op::Acquire(h, ttl)),
+            3 => (0u8..4, 1u8..20, 1u8..30).prop_map(|(h, ttl, w)| Op::AcquireOrWait(h, ttl, w)),
+            1 => (0u8..4).prop_map(Op::CancelWait),
             2 => (0u8..4, 1u8..20).prop_map(|(k, ttl)| Op::Renew(k, ttl)),
-            2 => (0u8..4).prop_map(Op::Release),
+            3 => (0u8..4).prop_map(Op::Release),
             1 => Just(Op::Hold),
             1 => Just(Op::Unhold),
             3 => (0u8..15).prop_map(Op::Tick),
@@ -400,72 +789,88 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the sequence of commands, at no time do two holders have a live lease,
-        /// tokens of successive grants only grow, and a refused command changes nothing.
+        /// Whatever the sequence of commands (waiters included): a new lease is only granted
+        /// when the previous one is released or lapsed and no hold is on, with a larger token
+        /// (the command's own sequence number); a hand-off goes to the first waiter still
+        /// waiting; the holder is never queued; a refused command changes nothing.
         #[test]
-        fn at_most_one_live_holder_and_tokens_only_grow(ops in proptest::collection::vec(op(), 1..200)) {
+        fn one_live_holder_tokens_grow_and_hand_offs_follow_the_queue(ops in proptest::collection::vec(op(), 1..200)) {
             let mut row = LockRow::default();
             let mut now = t(0);
             let mut index = 0u64;
             let mut last_token = 0u64;
-            // Holders whose grant is live, per our own model.
-            let mut model: Option<(String, FencingToken, DateTime<Utc>)> = None;
             for o in ops {
                 index += 1;
                 let before = row.clone();
-                match o {
-                    Op::Tick(s) => now += chrono::Duration::seconds(s as i64),
+                let is_release = matches!(o, Op::Release(_));
+                // A waiter that cancels leaves the queue before any hand-off.
+                let leaving = match o {
+                    Op::CancelWait(h) => Some(format!("h{h}")),
+                    _ => None,
+                };
+                let refused = match o {
+                    Op::Tick(s) => {
+                        now += chrono::Duration::seconds(s as i64);
+                        false
+                    }
                     Op::Acquire(h, ttl) => {
-                        let holder = format!("h{h}");
-                        let out = acquire(&mut row, &key(), &holder, Duration::from_secs(ttl as u64), now, index).unwrap();
-                        if let LockOutcome::Granted(g) = out {
-                            if let Some((mh, mt, mexp)) = &model {
-                                if *mexp > now {
-                                    // Only the same holder may be granted while a lease is live.
-                                    prop_assert_eq!(mh, &holder);
-                                    prop_assert_eq!(*mt, g.token);
-                                }
-                            }
-                            prop_assert!(row.hold.is_none());
-                            prop_assert!(g.token.0 >= last_token);
-                            last_token = g.token.0;
-                            model = Some((holder, g.token, g.expires_at));
-                        }
+                        acquire(&mut row, &key(), &format!("h{h}"), Duration::from_secs(ttl as u64), now, index).is_err()
+                    }
+                    Op::AcquireOrWait(h, ttl, w) => {
+                        let wait = Duration::from_secs(w as u64);
+                        acquire_or_wait(&mut row, &key(), &format!("h{h}"), Duration::from_secs(ttl as u64), wait, now, index).is_err()
+                    }
+                    Op::CancelWait(h) => {
+                        cancel_wait(&mut row, &key(), &format!("h{h}"), now, index);
+                        false
                     }
                     Op::Renew(k, ttl) => {
                         let token = FencingToken(last_token.saturating_sub(k as u64));
-                        match renew(&mut row, &key(), token, Duration::from_secs(ttl as u64), now) {
-                            Ok(g) => {
-                                let (_, mt, mexp) = model.as_mut().unwrap();
-                                prop_assert_eq!(*mt, token);
-                                prop_assert!(*mexp > now);
-                                *mexp = g.expires_at;
-                            }
-                            Err(_) => prop_assert_eq!(&row, &before),
-                        }
+                        renew(&mut row, &key(), token, Duration::from_secs(ttl as u64), now).is_err()
                     }
                     Op::Release(k) => {
                         let token = FencingToken(last_token.saturating_sub(k as u64));
-                        match release(&mut row, &key(), token) {
-                            Ok(()) => {
-                                if model.as_ref().is_some_and(|m| m.1 == token) {
-                                    model = None;
-                                }
-                            }
-                            Err(_) => prop_assert_eq!(&row, &before),
-                        }
+                        release(&mut row, &key(), token, now, index).is_err()
                     }
-                    Op::Hold => hold(&mut row, "op", "why", now).unwrap(),
-                    Op::Unhold => {
-                        if unhold(&mut row, &key()).is_err() {
-                            prop_assert_eq!(&row, &before);
-                        }
+                    Op::Hold => {
+                        hold(&mut row, "op", "why", now).unwrap();
+                        false
                     }
+                    Op::Unhold => unhold(&mut row, &key(), now, index).is_err(),
+                };
+                if refused {
+                    prop_assert_eq!(&row, &before);
                 }
-                // The row's view agrees with the model.
-                let live = row.live_lease(now).map(|l| (l.holder.clone(), l.token));
-                let modelled = model.as_ref().filter(|m| m.2 > now).map(|m| (m.0.clone(), m.1));
-                prop_assert_eq!(live, modelled);
+                let old = before.lease.as_ref().map(|l| l.token);
+                let new = row.lease.as_ref().map(|l| l.token);
+                if new != old {
+                    let lease = row.lease.as_ref().unwrap();
+                    prop_assert_eq!(lease.token, FencingToken(index));
+                    prop_assert!(lease.token.0 > last_token);
+                    // Over a live lease only when this very command released it.
+                    prop_assert!(
+                        before.live_lease(now).is_none() || is_release,
+                        "granted over a live lease"
+                    );
+                    prop_assert!(row.hold.is_none());
+                    // A waiter that was handed the lease was the first one still waiting.
+                    let first_live = before
+                        .waiters
+                        .iter()
+                        .find(|w| w.until > now && Some(&w.holder) != leaving.as_ref())
+                        .map(|w| w.holder.clone());
+                    if before.waiters.iter().any(|w| w.holder == lease.holder && w.until > now) {
+                        prop_assert_eq!(Some(lease.holder.clone()), first_live);
+                    }
+                    last_token = lease.token.0;
+                }
+                if let Some(l) = row.live_lease(now) {
+                    prop_assert!(row.waiters.iter().all(|w| w.holder != l.holder));
+                }
+                let mut holders: Vec<&str> = row.waiters.iter().map(|w| w.holder.as_str()).collect();
+                holders.sort_unstable();
+                holders.dedup();
+                prop_assert_eq!(holders.len(), row.waiters.len());
             }
         }
     }

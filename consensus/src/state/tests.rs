@@ -11,6 +11,7 @@ use ire_core::{
 use openraft::{CommittedLeaderId, EntryPayload};
 
 use super::apply::apply_batch;
+use super::locks;
 use super::{StateView, Tables};
 use crate::store::codec::{decode, encode};
 use crate::types::{
@@ -668,6 +669,121 @@ fn a_batch_applies_atomically_with_last_applied() {
     assert_eq!(applied.responses, vec![Response::Done; 5]);
     assert_eq!(sm.view().last_applied().unwrap(), Some(entries[4].log_id));
     assert_eq!(sm.view().locks(t(10)).unwrap().len(), 5);
+}
+
+#[test]
+fn a_batch_entry_answers_each_command_with_its_own_token_and_audit_key() {
+    let mut sm = Sm::new();
+    let a = sm.grant("docker/a", "e1", t(0));
+    let audit = |who: &str| {
+        Command::append_audit(AuditEntry {
+            timestamp: t(5),
+            principal: who.into(),
+            action: Action::new("hold", "docker/api"),
+            resource: None,
+            result: ActionResult {
+                success: true,
+                error: String::new(),
+                duration: Duration::from_millis(1),
+            },
+            metadata: Default::default(),
+        })
+    };
+    let acquire = |k: &str, h: &str| Command::Acquire {
+        key: key(k),
+        holder: h.into(),
+        ttl: Duration::from_secs(10),
+    };
+    let r = sm.apply(
+        Command::Batch(vec![
+            acquire("docker/b", "e2"),
+            acquire("docker/b", "e3"),
+            Command::Release {
+                key: key("docker/a"),
+                token: FencingToken(a.0 + 1),
+            },
+            acquire("docker/c", "e4"),
+            audit("alice"),
+            audit("bob"),
+            Command::Batch(vec![]),
+        ]),
+        t(5),
+    );
+    let Response::Batch(answers) = r else {
+        panic!("{r:?}")
+    };
+    let index = sm.index;
+    let token = |r: &Response| match r {
+        Response::Lock(LockOutcome::Granted(g)) => g.token,
+        other => panic!("expected a grant, got {other:?}"),
+    };
+    assert_eq!(token(&answers[0]), FencingToken(locks::sequence(index, 0)));
+    assert!(
+        matches!(&answers[1], Response::Lock(LockOutcome::Held { holder, .. }) if holder == "e2")
+    );
+    assert!(matches!(
+        answers[2],
+        Response::Rejected(Rejection::WrongToken { .. })
+    ));
+    assert_eq!(token(&answers[3]), FencingToken(locks::sequence(index, 3)));
+    assert_eq!(answers[4], Response::Done);
+    assert_eq!(answers[5], Response::Done);
+    assert!(matches!(
+        answers[6],
+        Response::Rejected(Rejection::Invalid { .. })
+    ));
+    assert!(token(&answers[0]) > a);
+    assert_eq!(locks::token_index(token(&answers[3])), index);
+    // Two audit entries of the same instant in one entry are both kept.
+    assert_eq!(sm.view().audit(&AuditQuery::default()).unwrap().len(), 2);
+    // The refused release changed nothing: e1 still holds docker/a.
+    assert_eq!(
+        sm.view()
+            .lock_info(&key("docker/a"), t(6))
+            .unwrap()
+            .lease
+            .map(|l| l.token),
+        Some(a)
+    );
+}
+
+#[test]
+fn a_release_hands_the_lease_to_the_queued_waiter_and_reports_it() {
+    let mut sm = Sm::new();
+    let a = sm.grant("docker/q", "e1", t(0));
+    let r = sm.apply(
+        Command::AcquireOrWait {
+            key: key("docker/q"),
+            holder: "e2".into(),
+            ttl: Duration::from_secs(10),
+            wait: Duration::from_secs(30),
+        },
+        t(1),
+    );
+    assert!(
+        matches!(r, Response::Queued { position: 0, ref holder, .. } if holder == "e1"),
+        "{r:?}"
+    );
+    let release = sm.entry(
+        Command::Release {
+            key: key("docker/q"),
+            token: a,
+        },
+        t(2),
+    );
+    let applied = apply_batch(&sm.tables, &[release]).unwrap();
+    assert_eq!(applied.responses, vec![Response::Done]);
+    let handed: Vec<_> = applied
+        .handoffs
+        .iter()
+        .map(|g| (g.holder.as_str(), g.token))
+        .collect();
+    assert_eq!(
+        handed,
+        vec![("e2", FencingToken(locks::sequence(sm.index, 0)))]
+    );
+    let info = sm.view().lock_info(&key("docker/q"), t(3)).unwrap();
+    assert_eq!(info.lease.map(|l| l.holder), Some("e2".to_string()));
 }
 
 mod replicas {

@@ -132,7 +132,7 @@ impl StateView {
             .get(key.as_str().as_bytes())
             .map_err(sled_err("read lock"))?
         {
-            Some(v) => decode("lock row", &v),
+            Some(v) => LockRow::decode(&v),
             None => Ok(LockRow::default()),
         }
     }
@@ -151,7 +151,7 @@ impl StateView {
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| StoreError::Corrupt("lock key is not a resource key".into()))?;
-            let row: LockRow = decode("lock row", &v)?;
+            let row = LockRow::decode(&v)?;
             let info = row.info(&key, now);
             if info.lease.is_some() || info.hold.is_some() {
                 out.push(info);

@@ -86,13 +86,14 @@ impl LogStore {
     }
 
     /// sled's flush, then (when configured) an `fdatasync` of its data file.
-    async fn make_durable(&self) -> std::io::Result<()> {
-        self.db.flush_async().await.map_err(std::io::Error::other)?;
+    ///
+    /// Runs on the calling task: raft waits for it before doing anything else (openraft 0.9
+    /// awaits every append and vote in its core task), so handing it to another thread would
+    /// only add two thread hops to every commit.
+    fn make_durable(&self) -> std::io::Result<()> {
+        self.db.flush().map_err(std::io::Error::other)?;
         if let Some(f) = &self.fsync {
-            let f = f.clone();
-            tokio::task::spawn_blocking(move || f.sync_data())
-                .await
-                .map_err(std::io::Error::other)??;
+            f.sync_data()?;
         }
         Ok(())
     }
@@ -155,7 +156,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(io(StorageIOError::write_vote))?;
         // A vote must survive a crash before it is acted on.
         self.make_durable()
-            .await
             .map_err(io(StorageIOError::write_vote))?;
         Ok(())
     }
@@ -199,7 +199,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(io(StorageIOError::write_logs))?;
         // Acknowledged only once on disk: this is what lets a leader count this node in a
         // quorum.
-        callback.log_io_completed(self.make_durable().await);
+        callback.log_io_completed(self.make_durable());
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! snapshot and purge policy.
 
 pub mod codec;
+pub mod handoffs;
 pub mod log;
 pub mod snapshot;
 pub mod state_machine;

@@ -8,6 +8,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 
 use super::codec::{decode, encode};
+use super::handoffs::HandOffs;
 use super::snapshot;
 use crate::error::{StoreError, StoreResult};
 use crate::state::apply::apply_batch;
@@ -30,6 +31,25 @@ struct Inner {
     /// Applies take it for writing, reads and snapshot exports for reading: a reader never
     /// sees half of a batch and a snapshot is one consistent state.
     gate: RwLock<()>,
+    /// Local callers waiting in a key's queue.
+    handoffs: Arc<HandOffs>,
+}
+
+/// Batches with at most this many commands are applied on the state machine's own task: a
+/// small sled transaction costs less than the hop to a blocking thread and back.
+const INLINE_APPLY_COMMANDS: usize = 16;
+
+fn command_count(entries: &[Entry]) -> usize {
+    entries
+        .iter()
+        .map(|e| match &e.payload {
+            openraft::EntryPayload::Normal(r) => match &r.command {
+                crate::types::Command::Batch(c) => c.len(),
+                _ => 1,
+            },
+            _ => 1,
+        })
+        .sum()
 }
 
 /// The state machine store. Clones share the same state; give one to `Raft::new` and keep
@@ -62,6 +82,7 @@ impl StateMachineStore {
                 tables,
                 dir,
                 gate: RwLock::new(()),
+                handoffs: Arc::new(HandOffs::default()),
             }),
         };
         if sm
@@ -85,6 +106,11 @@ impl StateMachineStore {
     pub fn read<T>(&self, f: impl FnOnce(&StateView) -> T) -> T {
         let _g = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
         f(&StateView::new(self.inner.tables.clone()))
+    }
+
+    /// The local callers waiting for a lease to be handed to them.
+    pub fn hand_offs(&self) -> &Arc<HandOffs> {
+        &self.inner.handoffs
     }
 
     /// The directory holding snapshot files.
@@ -272,15 +298,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let inner = self.inner.clone();
-        let applied = tokio::task::spawn_blocking(move || {
+        let run = |inner: &Inner, entries: &[Entry]| {
             let _g = inner.gate.write().unwrap_or_else(|p| p.into_inner());
-            apply_batch(&inner.tables, &entries)
-        })
-        .await
-        .map_err(join_err)
-        .and_then(|r| r)
+            apply_batch(&inner.tables, entries)
+        };
+        let applied = if command_count(&entries) <= INLINE_APPLY_COMMANDS {
+            run(&self.inner, &entries)
+        } else {
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || run(&inner, &entries))
+                .await
+                .map_err(join_err)
+                .and_then(|r| r)
+        }
         .map_err(sm_err::<StoreError>(StorageIOError::write_state_machine))?;
+        // Applied (in memory, and durable through the log): wake the waiters it served.
+        self.inner.handoffs.publish(&applied.handoffs);
         Ok(applied.responses)
     }
 

@@ -3,7 +3,8 @@
 //! Clients record every acknowledged operation with its real-time interval; after the run
 //! the committed log is read back. Leases are placed on the state machine's clock (the
 //! leader stamps in the log, never running backwards), and the checks are:
-//! - every grant's fencing token is the log index of an `Acquire` of that key by that holder;
+//! - every grant's fencing token is the sequence number of an `Acquire` of that key by that
+//!   holder (the clients here propose one command per entry: the token names its log index);
 //! - every acknowledged write is in the committed log at the index it was answered for;
 //! - no two leases of one key overlap in time (a lease runs from its grant's stamp to the
 //!   latest acknowledged expiry, or to its release if that comes first);
@@ -18,6 +19,7 @@ use chrono::{DateTime, Utc};
 use ire_core::{FencingToken, LockOutcome, ResourceKey};
 use openraft::EntryPayload;
 
+use crate::state::locks;
 use crate::types::{Command, Entry, Response};
 
 /// One acknowledged lock operation.
@@ -111,10 +113,11 @@ pub fn check(events: &[Event], log: &[Entry]) -> Result<Summary, String> {
         }
         match (&ev.command, &ev.response) {
             (Command::Acquire { key, holder, .. }, Response::Lock(LockOutcome::Granted(g))) => {
-                match command_at(g.token.0) {
+                let at = locks::token_index(g.token);
+                match command_at(at) {
                     Some(Command::Acquire {
                         key: k, holder: h, ..
-                    }) if k == key && h == holder => {}
+                    }) if k == key && h == holder && g.token.0 == locks::sequence(at, 0) => {}
                     other => {
                         return Err(format!(
                             "grant of {key} to {holder} has token {} but that entry is {other:?}",
@@ -122,7 +125,7 @@ pub fn check(events: &[Event], log: &[Entry]) -> Result<Summary, String> {
                         ))
                     }
                 }
-                let start = clock[&g.token.0];
+                let start = clock[&at];
                 let span = leases.entry((key.clone(), g.token)).or_insert(LeaseSpan {
                     holder: holder.clone(),
                     start,
@@ -154,7 +157,7 @@ pub fn check(events: &[Event], log: &[Entry]) -> Result<Summary, String> {
         if let EntryPayload::Normal(r) = &e.payload {
             if let Command::Release { key, token } = &r.command {
                 if let Some(span) = leases.get_mut(&(key.clone(), *token)) {
-                    if span.release.is_none() && e.log_id.index > token.0 {
+                    if span.release.is_none() && e.log_id.index > locks::token_index(*token) {
                         span.release = Some(clock[&e.log_id.index]);
                         released += 1;
                     }

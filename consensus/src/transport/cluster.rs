@@ -240,13 +240,25 @@ impl Actor for RaftRpcActor {
         shared: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let (kind, bytes, reply) = message.into_parts();
-        // Each RPC runs in its own task: a slow snapshot chunk must not hold up votes or
-        // heartbeats, and openraft already orders what needs ordering per peer.
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let out = serve_frame(&shared, kind, bytes).await;
-            let _ = reply.send(out);
-        });
+        match kind {
+            // Served here, without a task of their own: a leader sends one append-entries
+            // at a time to each follower, and a ping needs no handler. This saves a task hop
+            // on every replication round trip.
+            RpcKind::AppendEntries | RpcKind::Ping => {
+                let out = serve_frame(shared, kind, bytes).await;
+                let _ = reply.send(out);
+            }
+            // Votes, snapshot chunks and forwarded requests may wait (for raft's core, a
+            // disk write or a commit): each runs in its own task so that appends and
+            // heartbeats are never held up behind them.
+            RpcKind::Vote | RpcKind::InstallSnapshot | RpcKind::Forward => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let out = serve_frame(&shared, kind, bytes).await;
+                    let _ = reply.send(out);
+                });
+            }
+        }
         Ok(())
     }
 }

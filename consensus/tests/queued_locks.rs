@@ -1,0 +1,195 @@
+//! A raft node over the real transport, in one process: waiters queued on a key are handed
+//! the lease in order by each release (one commit per hand-off, with growing tokens), a waiter
+//! whose wait ends leaves the queue, a lapsed lease goes to the first waiter, and concurrent
+//! writes are proposed together as batch entries.
+
+use std::time::Duration;
+
+use ire_consensus::client::ConsensusClient;
+use ire_consensus::node::RaftNode;
+use ire_consensus::state::locks;
+use ire_core::{
+    Action, ActionResult, AuditEntry, AuditLogger, FencingToken, LockOutcome, LockService,
+    ResourceKey,
+};
+use tokio::time::Instant;
+
+mod support;
+use support::{config, wait_leader};
+
+const TTL: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn single_node(id: u64, dir: &tempfile::TempDir) -> (RaftNode, ConsensusClient) {
+    let node = RaftNode::start(config(id, dir)).await.unwrap();
+    node.bootstrap().await.unwrap();
+    assert_eq!(wait_leader(&node, Duration::from_secs(10)).await, id);
+    (node.clone(), ConsensusClient::new(node))
+}
+
+fn granted(o: LockOutcome) -> FencingToken {
+    match o {
+        LockOutcome::Granted(g) => g.token,
+        held => panic!("expected a grant: {held:?}"),
+    }
+}
+
+/// Waits until `n` callers are queued on `key`.
+async fn wait_queued(node: &RaftNode, key: &ResourceKey, n: usize) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let queued = node.read_local(|v, _| v.lock_row(key).map(|r| r.waiters.len()).unwrap_or(0));
+        if queued == n {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "{queued} waiters on {key}, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releases_hand_the_lease_to_waiters_in_order_with_growing_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, client) = single_node(31, &dir).await;
+    let key: ResourceKey = "docker/queue/db/1".parse().unwrap();
+    let first = granted(client.acquire(&key, "a", TTL).await.unwrap());
+    let mut waiting = Vec::new();
+    for (i, holder) in ["b", "c", "d"].into_iter().enumerate() {
+        let (c, k) = (client.clone(), key.clone());
+        waiting.push(tokio::spawn(async move {
+            c.acquire_wait(&k, holder, TTL, WAIT).await.unwrap()
+        }));
+        // Queue them one by one, so that the order is known.
+        wait_queued(&node, &key, i + 1).await;
+    }
+    let mut last = first;
+    let mut holder_token = first;
+    for (i, task) in waiting.into_iter().enumerate() {
+        client.release(&key, holder_token).await.unwrap();
+        let token = granted(task.await.unwrap());
+        assert!(token > last, "token {token} after {last}");
+        let info = client.lock_info(&key).await.unwrap();
+        let lease = info.lease.expect("handed over");
+        assert_eq!(lease.holder, ["b", "c", "d"][i]);
+        assert_eq!(lease.token, token);
+        last = token;
+        holder_token = token;
+    }
+    client.release(&key, holder_token).await.unwrap();
+    assert!(client.lock_info(&key).await.unwrap().lease.is_none());
+    assert!(node.read_local(|v, _| v.lock_row(&key).unwrap().waiters.is_empty()));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_wait_ends_leaves_the_queue_and_a_lapsed_lease_is_handed_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, client) = single_node(32, &dir).await;
+    let key: ResourceKey = "docker/queue/cache/1".parse().unwrap();
+    let token = granted(client.acquire(&key, "a", TTL).await.unwrap());
+
+    // b waits 300 ms and gives up: held by a, and out of the queue.
+    let started = Instant::now();
+    let out = client
+        .acquire_wait(&key, "b", TTL, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, LockOutcome::Held { ref holder, .. } if holder == "a"),
+        "{out:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(node.read_local(|v, _| v.lock_row(&key).unwrap().waiters.is_empty()));
+    client.release(&key, token).await.unwrap();
+    assert!(client.lock_info(&key).await.unwrap().lease.is_none());
+
+    // c takes a short lease and never releases it; d, waiting, gets the key when it lapses.
+    let short = granted(
+        client
+            .acquire(&key, "c", Duration::from_millis(400))
+            .await
+            .unwrap(),
+    );
+    let started = Instant::now();
+    let got = granted(client.acquire_wait(&key, "d", TTL, WAIT).await.unwrap());
+    assert!(got > short);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        client
+            .lock_info(&key)
+            .await
+            .unwrap()
+            .lease
+            .map(|l| l.holder),
+        Some("d".to_string())
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_proposed_together_and_each_gets_its_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, client) = single_node(33, &dir).await;
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let key: ResourceKey = format!("docker/batch/r/{i}").parse().unwrap();
+            granted(c.acquire(&key, &format!("e{i}"), TTL).await.unwrap())
+        }));
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.push(t.await.unwrap());
+    }
+    let mut distinct = tokens.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        tokens.len(),
+        "tokens must be unique: {tokens:?}"
+    );
+    // Commands after the first of an entry have a non-zero position in their token.
+    assert!(
+        tokens
+            .iter()
+            .any(|t| t.0 != locks::sequence(locks::token_index(*t), 0)),
+        "no two of 64 concurrent writes shared an entry: {tokens:?}"
+    );
+    // Audit entries of the same instant, proposed together, are all kept.
+    let at = chrono::Utc::now();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            c.log_action(AuditEntry {
+                timestamp: at,
+                principal: format!("p{i}"),
+                action: Action::new("hold", "docker/api"),
+                resource: None,
+                result: ActionResult {
+                    success: true,
+                    error: String::new(),
+                    duration: Duration::from_millis(1),
+                },
+                metadata: Default::default(),
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let audit = client.query_audit(&Default::default()).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.timestamp == at).count(), 16);
+    node.shutdown().await;
+}
