@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError as RaftRemoteError,
-    Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError,
+    RemoteError as RaftRemoteError, Timeout, Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -37,6 +37,17 @@ impl NodeAddress for openraft::BasicNode {
     fn address(&self) -> &str {
         &self.addr
     }
+}
+
+/// The largest append-entries payload sent as one RPC: a larger one (many batch entries of
+/// big records) is refused before sending with a hint to send half as many entries, which
+/// openraft follows for the next RPCs. Well under the transport's frame limit.
+pub const MAX_APPEND_BYTES: usize = 16 << 20;
+
+/// When an append-entries payload of `bytes` carrying `entries` entries is too large to
+/// send, how many entries to send instead (a single entry always goes as it is).
+pub fn entries_hint(bytes: usize, entries: usize) -> Option<u64> {
+    (bytes > MAX_APPEND_BYTES && entries > 1).then_some((entries / 2) as u64)
 }
 
 /// How long openraft waits before retrying a peer it could not reach. openraft's default
@@ -116,6 +127,20 @@ where
     {
         let payload = encode_payload(kind.name(), req)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(kind, action, payload, option).await
+    }
+
+    async fn send<Resp, E>(
+        &self,
+        kind: RpcKind,
+        action: RPCTypes,
+        payload: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, C::Node, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let timeout = option.hard_ttl();
         let bytes = self
             .transport
@@ -157,13 +182,16 @@ where
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, C::Node, RaftError<NodeId>>> {
-        self.rpc(
-            RpcKind::AppendEntries,
-            RPCTypes::AppendEntries,
-            &rpc,
-            &option,
-        )
-        .await
+        let kind = RpcKind::AppendEntries;
+        let payload = encode_payload(kind.name(), &rpc)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if let Some(hint) = entries_hint(payload.len(), rpc.entries.len()) {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
+        self.send(kind, RPCTypes::AppendEntries, payload, &option)
+            .await
     }
 
     async fn install_snapshot(
@@ -236,5 +264,18 @@ where
             RemoteErrorKind::Handler,
             format!("{} is not a raft rpc", kind.name()),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_append_is_split_and_a_single_entry_is_sent_whole() {
+        assert_eq!(entries_hint(MAX_APPEND_BYTES, 32), None);
+        assert_eq!(entries_hint(MAX_APPEND_BYTES + 1, 32), Some(16));
+        assert_eq!(entries_hint(MAX_APPEND_BYTES + 1, 3), Some(1));
+        assert_eq!(entries_hint(MAX_APPEND_BYTES * 3, 1), None);
     }
 }
