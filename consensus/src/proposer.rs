@@ -159,7 +159,9 @@ async fn run(
                     let result = match written.await {
                         Ok(Ok(resp)) => Ok(resp.data),
                         Ok(Err(e)) => Err(to_error(RaftError::APIError(e))),
-                        Err(_) => Err(ConsensusError::Unavailable {
+                        // As openraft's own client_write: a dropped answer means raft's
+                        // core stopped, and the write's fate is unknown (not retried).
+                        Err(_) => Err(ConsensusError::Fatal {
                             message: "raft stopped before answering".into(),
                         }),
                     };
