@@ -484,12 +484,15 @@ impl RaftNode {
         let deadline = Instant::now() + wait;
         // Registered before proposing, so that a hand-off applied at once is not missed.
         let mut handed = self.inner.sm.hand_offs().register(key, holder);
-        let mut last_holder = (String::new(), None);
+        // Who held the key at the last answer, for a `Held` after the wait.
+        let mut last_holder;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
+            // At least one attempt, however short the wait (a zero wait is refused as
+            // invalid by the state machine).
+            let left = match deadline.saturating_duration_since(Instant::now()) {
+                d if d.is_zero() && !wait.is_zero() => Duration::from_millis(1),
+                d => d,
+            };
             let queued = self
                 .write(Command::AcquireOrWait {
                     key: key.clone(),
@@ -501,7 +504,7 @@ impl RaftNode {
             let until = match queued {
                 Response::Lock(outcome) => return Ok(outcome),
                 Response::Queued { holder, until, .. } => {
-                    last_holder = (holder, Some(until));
+                    last_holder = (holder, until);
                     until
                 }
                 other => {
@@ -515,12 +518,12 @@ impl RaftNode {
             let lapse = (until - Utc::now()).to_std().unwrap_or_default() + LAPSE_SLACK;
             let wake = deadline.min(Instant::now() + lapse);
             tokio::select! {
-                grant = handed.granted() => match grant {
-                    Some(g) => return Ok(LockOutcome::Granted(g)),
-                    // Replaced by another wait of the same holder: no wake-up will come.
-                    None => tokio::time::sleep_until(wake).await,
-                },
+                // (None: replaced by another wait of the same holder; only the timer is left.)
+                Some(g) = handed.granted() => return Ok(LockOutcome::Granted(g)),
                 _ = tokio::time::sleep_until(wake) => {}
+            }
+            if Instant::now() >= deadline {
+                break;
             }
         }
         // Out of time: leave the queue. The lease may have been handed over just now, and
@@ -535,7 +538,7 @@ impl RaftNode {
             Response::Lock(outcome) => Ok(outcome),
             _ => Ok(LockOutcome::Held {
                 holder: last_holder.0,
-                until: last_holder.1,
+                until: Some(last_holder.1),
             }),
         }
     }

@@ -193,3 +193,32 @@ async fn concurrent_writes_are_proposed_together_and_each_gets_its_own_answer() 
     assert_eq!(audit.iter().filter(|e| e.timestamp == at).count(), 16);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_waits_of_one_holder_both_learn_of_its_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, client) = single_node(34, &dir).await;
+    let key: ResourceKey = "docker/queue/twice/1".parse().unwrap();
+    let token = granted(client.acquire(&key, "a", TTL).await.unwrap());
+    // The second wait of "b" replaces the first one's wake-up: the first learns of its grant
+    // when its wait ends (from the answer to leaving the queue).
+    let wait = Duration::from_millis(800);
+    let first = {
+        let (c, k) = (client.clone(), key.clone());
+        tokio::spawn(async move { c.acquire_wait(&k, "b", TTL, wait).await.unwrap() })
+    };
+    wait_queued(&node, &key, 1).await;
+    let second = {
+        let (c, k) = (client.clone(), key.clone());
+        tokio::spawn(async move { c.acquire_wait(&k, "b", TTL, wait).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.release(&key, token).await.unwrap();
+    let (a, b) = (
+        granted(first.await.unwrap()),
+        granted(second.await.unwrap()),
+    );
+    assert_eq!(a, b, "one lease, seen by both waits");
+    assert!(a > token);
+    node.shutdown().await;
+}

@@ -31,7 +31,7 @@ impl HandOffs {
         let slot = (key.as_str().to_owned(), holder.to_owned());
         self.lock().insert(slot.clone(), (id, tx));
         HandOffWait {
-            rx,
+            rx: Some(rx),
             owner: self.clone(),
             slot,
             id,
@@ -70,16 +70,23 @@ impl HandOffs {
 /// One caller's registration; dropping it unregisters.
 #[derive(Debug)]
 pub struct HandOffWait {
-    rx: oneshot::Receiver<LeaseGrant>,
+    /// `None` once it has answered.
+    rx: Option<oneshot::Receiver<LeaseGrant>>,
     owner: Arc<HandOffs>,
     slot: Slot,
     id: u64,
 }
 
 impl HandOffWait {
-    /// Waits for the grant; `None` when this registration was replaced or dropped.
+    /// Waits for the grant; `None` when this registration was replaced. Once it has
+    /// answered, it never completes again (so it can stay in a `select!` loop).
     pub async fn granted(&mut self) -> Option<LeaseGrant> {
-        (&mut self.rx).await.ok()
+        let Some(rx) = self.rx.as_mut() else {
+            return std::future::pending().await;
+        };
+        let grant = rx.await.ok();
+        self.rx = None;
+        grant
     }
 }
 
@@ -130,6 +137,9 @@ mod tests {
         let mut first = h.register(&k, "a");
         let mut second = h.register(&k, "a");
         assert!(first.granted().await.is_none());
+        // Asked again, it waits forever rather than panicking.
+        let again = tokio::time::timeout(std::time::Duration::from_millis(20), first.granted());
+        assert!(again.await.is_err());
         drop(first);
         // Dropping the replaced one leaves the new registration in place.
         assert_eq!(h.len(), 1);
