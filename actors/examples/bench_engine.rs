@@ -2,7 +2,7 @@
 //! and the ledger record), and 1,000 / 10,000 concurrent executions of a plugin that
 //! sleeps 200 ms (wall time beyond the 200 ms, peak RSS).
 //!
-//! Run: `cargo run --release -p ire-actors --example bench_engine [all|overhead|tasks-10000|batch-10000]`
+//! Run: `cargo run --release -p ire-actors --example bench_engine [all|overhead|tasks-N|batch-N]`
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -225,7 +225,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // `bench_engine [all|overhead|tasks-10000|batch-10000]`: a single concurrent case in a fresh
+    // `bench_engine [all|overhead|tasks-N|batch-N]`: a single concurrent case in a fresh
     // process measures its own peak RSS, not the high-water mark of earlier phases.
     let only = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     rt.block_on(async {
@@ -236,10 +236,15 @@ fn main() {
                 load_average(),
                 peak_rss_mib()
             );
-            match only.as_str() {
-                "tasks-10000" => concurrent(&wide, 10_000).await,
-                "batch-10000" => concurrent_batch(&wide, 10_000).await,
-                other => panic!("unknown case {other}"),
+            // `tasks-N` / `batch-N`: N concurrent executions (smaller counts for profilers).
+            let (mode, count) = only
+                .split_once('-')
+                .and_then(|(m, n)| Some((m, n.parse::<usize>().ok()?)))
+                .unwrap_or_else(|| panic!("unknown case {only}: tasks-N or batch-N"));
+            match mode {
+                "tasks" => concurrent(&wide, count).await,
+                "batch" => concurrent_batch(&wide, count).await,
+                other => panic!("unknown case {other}: tasks-N or batch-N"),
             }
             return;
         }

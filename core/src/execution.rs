@@ -24,8 +24,9 @@ pub struct ExecutionRequest {
     pub execution_id: String,
     /// The plugin to run.
     pub plugin_name: String,
-    /// The resource to run it on.
-    pub resource: Resource,
+    /// The resource to run it on; shared, since the engine hands it to the execution, its
+    /// events, records and audit entries without copying it.
+    pub resource: Arc<Resource>,
     /// The step's config.
     pub config: PluginConfig,
     /// How to run it (the engine's default when None).
@@ -55,16 +56,17 @@ impl std::fmt::Debug for ExecutionRequest {
 }
 
 impl ExecutionRequest {
-    /// A request with defaults for everything but the plugin, resource and principal.
+    /// A request with defaults for everything but the plugin, resource and principal (a
+    /// [`Resource`] or an `Arc<Resource>`).
     pub fn new(
         plugin_name: impl Into<String>,
-        resource: Resource,
+        resource: impl Into<Arc<Resource>>,
         principal: impl Into<String>,
     ) -> Self {
         ExecutionRequest {
             execution_id: String::new(),
             plugin_name: plugin_name.into(),
-            resource,
+            resource: resource.into(),
             config: PluginConfig::empty(),
             strategy: None,
             principal: principal.into(),

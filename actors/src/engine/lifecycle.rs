@@ -26,7 +26,7 @@ use ire_core::{
     FaultLedger, FaultState, FencingToken, Metadata, Plugin, PluginContext, Resource, Result,
     Snapshot,
 };
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metric_names;
@@ -53,11 +53,15 @@ pub mod meta {
 }
 
 /// Everything one execution's attempts share.
+///
+/// It lives as long as the execution runs (10,000 may be in flight), so it holds what
+/// every attempt needs once, shares the request's resource, and keeps no per-execution
+/// channel: attempts in flight are a counter with a [`Notify`].
 pub(crate) struct Execution {
     pub id: String,
     pub plugin: Arc<dyn Plugin>,
     pub plugin_name: String,
-    pub resource: Resource,
+    pub resource: Arc<Resource>,
     /// The context every attempt starts from (its `cancel` is replaced per attempt).
     pub base: PluginContext,
     /// The execution's cancel token (user cancel, engine stop).
@@ -69,12 +73,14 @@ pub(crate) struct Execution {
     pub hook_grace: Duration,
     pub cleanup_timeout: Duration,
     pub fault_duration: Option<Duration>,
-    pub node: String,
+    pub node: Arc<str>,
     pub ledger: Option<Arc<dyn FaultLedger>>,
     pub bus: Option<Arc<dyn EventBus>>,
     pub redactor: SecretRedactor,
     pub attempts: AtomicU32,
-    pub in_flight: watch::Sender<u32>,
+    /// Attempts running now; `idle` is notified when it drops to zero.
+    pub in_flight: AtomicU32,
+    pub idle: Notify,
     /// Notes of the latest attempt, merged into the final result.
     pub notes: Mutex<Metadata>,
 }
@@ -97,18 +103,21 @@ struct Track {
     stage: &'static str,
 }
 
-struct InFlight<'a>(&'a watch::Sender<u32>);
+/// Counts an attempt in flight for as long as it lives.
+struct InFlight<'a>(&'a Execution);
 
 impl<'a> InFlight<'a> {
-    fn enter(tx: &'a watch::Sender<u32>) -> Self {
-        tx.send_modify(|n| *n += 1);
-        InFlight(tx)
+    fn enter(exec: &'a Execution) -> Self {
+        exec.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(exec)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -142,19 +151,41 @@ impl Execution {
         )
     }
 
-    pub(crate) async fn publish(&self, event: Event) {
-        if let Some(bus) = &self.bus {
-            let mut event = event
-                .with_resource(self.resource.clone())
-                .with_metadata("execution_id", self.id.clone())
-                .with_metadata("plugin", self.plugin_name.clone());
-            for (k, v) in &self.base.labels {
-                event.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+    /// Resolves once no attempt is in flight.
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drop to zero in between is not missed.
+            notified.as_mut().enable();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
             }
-            if let Err(e) = bus.publish(event).await {
-                tracing::debug!(component = "engine", execution_id = %self.id, error = %e, "event not published");
-            }
+            notified.await;
         }
+    }
+
+    /// Publishes an event of `kind` about this execution. The event is built and handed to
+    /// the bus before the only await, so it takes no room in the caller's future.
+    pub(crate) async fn publish(&self, kind: &'static str) {
+        let Some(bus) = &self.bus else {
+            return;
+        };
+        let published = bus.publish(self.event(kind));
+        if let Err(e) = published.await {
+            tracing::debug!(component = "engine", execution_id = %self.id, error = %e, "event not published");
+        }
+    }
+
+    fn event(&self, kind: &'static str) -> Event {
+        let mut event = Event::new(kind, "engine")
+            .with_resource((*self.resource).clone())
+            .with_metadata("execution_id", self.id.clone())
+            .with_metadata("plugin", self.plugin_name.clone());
+        for (k, v) in &self.base.labels {
+            event.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        event
     }
 
     /// Runs `fut` (a hook after the main phase) within the cleanup time limit.
@@ -177,7 +208,7 @@ impl Execution {
 
     async fn run_once(&self) -> Result<ExecutionResult> {
         let n = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
-        let _in_flight = InFlight::enter(&self.in_flight);
+        let _in_flight = InFlight::enter(self);
         let start = Utc::now();
         if self.cancel.is_cancelled() {
             return Err(Error::Canceled {
@@ -189,57 +220,83 @@ impl Execution {
         }
         let mut ctx = self.base.clone();
         ctx.cancel = self.cancel.child_token();
-        let track = Arc::new(Mutex::new(Track {
+        let track = Mutex::new(Track {
             stage: "validate",
             ..Default::default()
-        }));
+        });
+        let outcome = self.main_or_stop(&ctx, &track, n).await;
+        // Rollback, PostExecute and Cleanup run with a context that is not canceled.
+        ctx.cancel = CancellationToken::new();
+        self.conclude(
+            &ctx,
+            track.into_inner().expect("track lock"),
+            outcome,
+            start,
+            n,
+        )
+        .await
+    }
 
-        let main = self.main_phase(&ctx, track.clone(), n);
-        tokio::pin!(main);
+    /// Runs the main phase until it ends or is stopped from outside (timeout, cancel, lost
+    /// lease); a stopped hook gets the grace period to return, then is abandoned (never
+    /// polled again).
+    async fn main_or_stop(&self, ctx: &PluginContext, track: &Mutex<Track>, n: u32) -> Result<()> {
         let limit = self.timeout + self.fault_duration.unwrap_or_default();
-        let lost = self.lease_lost.clone().unwrap_or_default();
-        let has_lease = self.lease_lost.is_some();
+        let main = self.main_phase(ctx, track, n);
+        tokio::pin!(main);
+        let lost = async {
+            match &self.lease_lost {
+                Some(l) => l.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         let stopped = tokio::select! {
             r = &mut main => Ok(r),
             _ = tokio::time::sleep(limit) => Err(Stop::Timeout),
             _ = self.cancel.cancelled() => Err(Stop::Canceled),
-            _ = lost.cancelled(), if has_lease => Err(Stop::LeaseLost),
+            _ = lost => Err(Stop::LeaseLost),
         };
-        let outcome: Result<()> = match stopped {
-            Ok(r) => r,
-            Err(stop) => {
-                ctx.cancel.cancel();
-                let stage = track.lock().expect("track lock").stage;
-                // The hook was told to stop; give it a moment to return cleanly, then leave it.
-                if tokio::time::timeout(self.hook_grace, &mut main)
-                    .await
-                    .is_err()
-                {
-                    metrics::counter!(metric_names::ENGINE_ABANDONED_HOOKS_TOTAL, "hook" => stage)
-                        .increment(1);
-                    tracing::warn!(component = "engine", execution_id = %self.id, hook = stage,
-                        "plugin hook ignored cancellation for the grace period; abandoned");
-                }
-                Err(match stop {
-                    Stop::Timeout => Error::Timeout {
-                        operation: format!(
-                            "execution {} of plugin {} (during {stage})",
-                            self.id, self.plugin_name
-                        ),
-                        after: limit,
-                    },
-                    Stop::Canceled => Error::Canceled {
-                        message: format!("execution {} (during {stage})", self.id),
-                    },
-                    Stop::LeaseLost => self.lease_lost_error(),
-                })
-            }
+        let stop = match stopped {
+            Ok(r) => return r,
+            Err(stop) => stop,
         };
+        ctx.cancel.cancel();
+        let stage = track.lock().expect("track lock").stage;
+        // The hook was told to stop; give it a moment to return cleanly, then leave it.
+        if tokio::time::timeout(self.hook_grace, &mut main)
+            .await
+            .is_err()
+        {
+            metrics::counter!(metric_names::ENGINE_ABANDONED_HOOKS_TOTAL, "hook" => stage)
+                .increment(1);
+            tracing::warn!(component = "engine", execution_id = %self.id, hook = stage,
+                "plugin hook ignored cancellation for the grace period; abandoned");
+        }
+        Err(match stop {
+            Stop::Timeout => Error::Timeout {
+                operation: format!(
+                    "execution {} of plugin {} (during {stage})",
+                    self.id, self.plugin_name
+                ),
+                after: limit,
+            },
+            Stop::Canceled => Error::Canceled {
+                message: format!("execution {} (during {stage})", self.id),
+            },
+            Stop::LeaseLost => self.lease_lost_error(),
+        })
+    }
 
-        let t = track.lock().expect("track lock").clone();
-        // Rollback, PostExecute and Cleanup run with a context that is not canceled.
-        let mut after = self.base.clone();
-        after.cancel = CancellationToken::new();
+    /// After the main phase: PostExecute on success, Rollback on failure (when Execute ran),
+    /// Cleanup once Validate passed; the attempt's result with its notes.
+    async fn conclude(
+        &self,
+        after: &PluginContext,
+        t: Track,
+        outcome: Result<()>,
+        start: chrono::DateTime<Utc>,
+        n: u32,
+    ) -> Result<ExecutionResult> {
         let mut notes = Metadata::new();
         if let Some(s) = &t.snapshot {
             notes.insert(
@@ -265,7 +322,7 @@ impl Execution {
                     .bounded(
                         "post_execute",
                         self.plugin
-                            .post_execute(&after, &self.resource, &provisional),
+                            .post_execute(after, &self.resource, &provisional),
                     )
                     .await
                 {
@@ -277,7 +334,8 @@ impl Execution {
             Err(e) => {
                 let can_revert = t.execute_called && !t.reverted && self.plugin.supports_rollback();
                 if let (true, Some(snapshot)) = (can_revert, &t.snapshot) {
-                    match self.revert(&after, snapshot, t.fault_id.as_deref()).await {
+                    // Boxed: a revert is rare, and inline it would enlarge every attempt.
+                    match Box::pin(self.revert(after, snapshot, t.fault_id.as_deref())).await {
                         Ok(()) => {
                             notes.insert(meta::REVERTED.into(), true.into());
                         }
@@ -295,7 +353,7 @@ impl Execution {
         }
         if t.validated {
             if let Err(e) = self
-                .bounded("cleanup", self.plugin.cleanup(&after, &self.resource))
+                .bounded("cleanup", self.plugin.cleanup(after, &self.resource))
                 .await
             {
                 let msg = self.redactor.redact(&e.chain_message());
@@ -303,8 +361,9 @@ impl Execution {
                 notes.insert(meta::CLEANUP_ERROR.into(), msg.into());
             }
         }
-        *self.notes.lock().expect("notes lock") = notes.clone();
-        outcome.map(|()| self.result(ExecutionStatus::Success, start, n, &notes))
+        let outcome = outcome.map(|()| self.result(ExecutionStatus::Success, start, n, &notes));
+        *self.notes.lock().expect("notes lock") = notes;
+        outcome
     }
 
     fn result(
@@ -318,6 +377,20 @@ impl Execution {
         r.attempts = n;
         r.metadata = notes.clone();
         r
+    }
+
+    /// [`Execution::revert`] with a copy of `ctx` under `cancel`. Callers box it: a revert is
+    /// rare, and the copy would otherwise take room in every attempt's future.
+    pub(crate) async fn revert_under(
+        &self,
+        ctx: &PluginContext,
+        cancel: CancellationToken,
+        snapshot: &Snapshot,
+        fault_id: Option<&str>,
+    ) -> Result<()> {
+        let mut after = ctx.clone();
+        after.cancel = cancel;
+        self.revert(&after, snapshot, fault_id).await
     }
 
     /// Restores the snapshot and settles the ledger entry.
@@ -355,10 +428,7 @@ impl Execution {
             }
         }
         match &r {
-            Ok(()) => {
-                self.publish(Event::new(event_type::FAULT_REVERTED, "engine"))
-                    .await;
-            }
+            Ok(()) => self.publish(event_type::FAULT_REVERTED).await,
             Err(e) => {
                 tracing::error!(component = "engine", execution_id = %self.id, resource_id = %self.resource.key,
                     error = %self.redactor.redact(&e.chain_message()), "rollback failed; cleanup still runs");
@@ -370,7 +440,7 @@ impl Execution {
     async fn main_phase(
         &self,
         ctx: &PluginContext,
-        track: Arc<Mutex<Track>>,
+        track: &Mutex<Track>,
         attempt: u32,
     ) -> Result<()> {
         let set = |f: &dyn Fn(&mut Track)| f(&mut track.lock().expect("track lock"));
@@ -414,7 +484,7 @@ impl Execution {
                 step: self.base.labels.get("step").cloned(),
                 resource: self.resource.key.clone(),
                 plugin: self.plugin_name.clone(),
-                node: self.node.clone(),
+                node: self.node.to_string(),
                 token,
                 snapshot: Some(snap.clone()),
                 injected_at: Utc::now(),
@@ -443,8 +513,7 @@ impl Execution {
             Err(e) => return Err(e.context(what("execute"))),
         }
         if fault_id.is_some() || self.fault_duration.is_some() {
-            self.publish(Event::new(event_type::FAULT_INJECTED, "engine"))
-                .await;
+            self.publish(event_type::FAULT_INJECTED).await;
         }
 
         if let Some(d) = self.fault_duration {
@@ -454,9 +523,8 @@ impl Execution {
             tokio::time::sleep(d).await;
             set(&|t| t.stage = "revert");
             if let (Some(snap), true) = (&snapshot, self.plugin.supports_rollback()) {
-                let mut after = ctx.clone();
-                after.cancel = CancellationToken::new();
-                self.revert(&after, snap, fault_id.as_deref()).await?;
+                let fresh = CancellationToken::new();
+                Box::pin(self.revert_under(ctx, fresh, snap, fault_id.as_deref())).await?;
                 set(&|t| t.reverted = true);
             }
         }

@@ -13,6 +13,7 @@
 //! they are canceled (their rollback and cleanup still run) and reported failed.
 
 pub mod lifecycle;
+mod plugin_metrics;
 mod pool;
 pub mod strategy;
 mod table;
@@ -24,7 +25,7 @@ pub use strategy::{
 };
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ use ire_core::{
     Reporter, Resource, Result, SecretProvider, Snapshot, Workflow, WorkflowResult,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message, SpawnErr};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -50,6 +51,7 @@ use crate::metric_names;
 use crate::security::{RecordingSecretProvider, RedactingEventBus, SecretRedactor};
 use crate::supervisor::{ActorSlot, ChildSpec, PingFn, SpawnedChild};
 use lifecycle::{Execution, LifecycleAttempt};
+use plugin_metrics::{status_label, EngineMetrics};
 use table::ExecutionTable;
 
 /// The request label that makes a fault timed: a humantime duration (`30s`) after which the
@@ -170,11 +172,16 @@ impl EngineDeps {
 
 struct Core {
     config: RwLock<EngineConfig>,
+    /// The config's node name, shared with every execution instead of copied.
+    node: Arc<str>,
     deps: EngineDeps,
     pool: WorkerPool,
     table: ExecutionTable,
     /// Every execution task of every incarnation.
     tasks: TaskTracker,
+    /// The strategy of requests that name none.
+    simple: Arc<dyn ExecutionStrategy>,
+    metrics: EngineMetrics,
 }
 
 /// The engine handle (cloneable; survives restarts of the actor).
@@ -197,8 +204,14 @@ impl std::fmt::Debug for Engine {
 pub struct Job {
     request: ExecutionRequest,
     plugin: Arc<dyn Plugin>,
-    /// Set for a workflow's rollback of a completed step: its snapshot and ledger fault id.
-    revert: Option<(Snapshot, Option<String>)>,
+    /// Set for a workflow's rollback of a completed step (rare: boxed).
+    revert: Option<Box<Revert>>,
+}
+
+/// A workflow's rollback of a completed step: its snapshot and ledger fault id.
+struct Revert {
+    snapshot: Snapshot,
+    fault_id: Option<String>,
 }
 
 /// Messages of the engine actor.
@@ -302,10 +315,13 @@ impl Actor for EngineActor {
     ) -> std::result::Result<(), ActorProcessingErr> {
         match message {
             EngineMessage::Submit { job, reply } => {
-                let _ = reply.send(self.admit(*job, state));
+                let _ = reply.send(self.admit(job, state));
             }
             EngineMessage::SubmitMany { jobs, reply } => {
-                let answers = jobs.into_iter().map(|j| self.admit(j, state)).collect();
+                let answers = jobs
+                    .into_iter()
+                    .map(|j| self.admit(Box::new(j), state))
+                    .collect();
                 let _ = reply.send(answers);
             }
             EngineMessage::Ping(reply) => {
@@ -319,201 +335,133 @@ impl Actor for EngineActor {
 }
 
 impl EngineActor {
-    fn admit(&self, job: Job, state: &EngineState) -> Result<ExecutionHandle> {
-        let root = &state.root;
+    fn admit(&self, job: Box<Job>, state: &EngineState) -> Result<ExecutionHandle> {
         let reservation = self.core.pool.reserve()?;
-        let id = job.request.execution_id.clone();
-        let cancel = root.child_token();
+        let request = &job.request;
+        let cancel = state.root.child_token();
         let redactor = SecretRedactor::new();
         self.core.table.insert(
-            &id,
+            &request.execution_id,
             cancel.clone(),
             redactor.clone(),
-            job.request.resource.key.clone(),
+            request.resource.key.clone(),
         )?;
         let (tx, rx) = watch::channel(None);
-        let handle = ExecutionHandle::new(id.clone(), rx, cancel.clone());
-        let span = tracing::info_span!("execution", component = "engine", execution_id = %id,
-            resource_id = %job.request.resource.key, plugin = %job.request.plugin_name);
-        let core = self.core.clone();
+        let handle = ExecutionHandle::new(request.execution_id.clone(), rx, cancel.clone());
+        let span = tracing::info_span!("execution", component = "engine",
+            execution_id = %request.execution_id, resource_id = %request.resource.key,
+            plugin = %request.plugin_name);
         let run = Run {
-            reservation,
+            reservation: Some(reservation),
             cancel,
-            root: root.clone(),
+            root: state.root.clone(),
             redactor,
-            progress: state.progress.clone(),
+            progress: Some(state.progress.clone()),
             result_tx: tx,
         };
         self.core
             .tasks
-            .spawn(run_job(core, job, run).instrument(span));
+            .spawn(run_job(self.core.clone(), job, run).instrument(span));
         Ok(handle)
     }
 }
 
 /// What the actor hands an admitted execution's task.
 struct Run {
-    reservation: pool::Reservation,
+    /// Taken when the execution waits for its worker.
+    reservation: Option<pool::Reservation>,
     cancel: CancellationToken,
     root: CancellationToken,
     redactor: SecretRedactor,
-    progress: mpsc::Sender<ProgressUpdate>,
+    /// Taken by the plugin's context.
+    progress: Option<mpsc::Sender<ProgressUpdate>>,
     result_tx: watch::Sender<Option<ExecutionResult>>,
 }
 
+/// The started execution's shared state, with the plugin's context (built outside the
+/// async functions so that the context takes no room in the task's future).
+fn new_execution(
+    core: &Core,
+    job: &Job,
+    run: &Run,
+    progress: Option<mpsc::Sender<ProgressUpdate>>,
+    env: Arc<dyn EnvironmentAdapter>,
+    lease: Option<&crate::lock::LeaseGuard>,
+    fault_duration: Option<Duration>,
+) -> Arc<Execution> {
+    let request = &job.request;
+    let (default_timeout, hook_grace, cleanup_timeout) = {
+        let c = core.config.read().expect("config lock");
+        (c.default_timeout, c.hook_grace, c.cleanup_timeout)
+    };
+    let mut ctx = PluginContext::new(request.execution_id.clone(), env);
+    ctx.timeout = request.timeout.unwrap_or(default_timeout);
+    ctx.cancel = run.cancel.clone();
+    ctx.config = request.config.clone();
+    ctx.monitor = core.deps.monitor.clone();
+    ctx.reporter = core.deps.reporter.clone();
+    ctx.event_bus =
+        core.deps.event_bus.clone().map(|b| {
+            Arc::new(RedactingEventBus::new(b, run.redactor.clone())) as Arc<dyn EventBus>
+        });
+    ctx.progress = progress;
+    ctx.principal = request.principal.clone();
+    ctx.auth = Some(core.deps.auth.clone());
+    ctx.secrets = core.deps.secrets.clone().map(|s| {
+        Arc::new(RecordingSecretProvider::new(s, run.redactor.clone())) as Arc<dyn SecretProvider>
+    });
+    ctx.fencing_token = lease.map(|l| l.token());
+    ctx.span = tracing::Span::current();
+    ctx.labels = request.labels.clone();
+    Arc::new(Execution {
+        id: request.execution_id.clone(),
+        plugin: job.plugin.clone(),
+        plugin_name: request.plugin_name.clone(),
+        resource: request.resource.clone(),
+        timeout: ctx.timeout,
+        base: ctx,
+        cancel: run.cancel.clone(),
+        lease_lost: lease.map(|l| l.lost().clone()),
+        fencing_token: lease.map(|l| l.token()),
+        hook_grace,
+        cleanup_timeout,
+        fault_duration,
+        node: core.node.clone(),
+        ledger: lease.and(core.deps.ledger.clone()),
+        bus: core.deps.event_bus.clone(),
+        redactor: run.redactor.clone(),
+        attempts: AtomicU32::new(0),
+        in_flight: AtomicU32::new(0),
+        idle: Notify::new(),
+        notes: Mutex::new(Metadata::new()),
+    })
+}
+
 /// Runs one admitted execution to its end and reports it.
-async fn run_job(core: Arc<Core>, job: Job, run: Run) {
-    let Job {
-        request,
-        plugin,
-        revert,
-    } = job;
-    let Run {
-        reservation,
-        cancel,
-        root,
-        redactor,
-        progress,
-        result_tx,
-    } = run;
+///
+/// This future is the execution's task for as long as it runs (10,000 may be in flight), so
+/// it holds little across its awaits: the job stays boxed, and what is large but short or
+/// rare (the lease's acquire and release, a workflow's revert, the report at the end) is
+/// boxed only while it runs.
+async fn run_job(core: Arc<Core>, job: Box<Job>, mut run: Run) {
     let started = Utc::now();
     let clock = tokio::time::Instant::now();
-    let config = core.config.read().expect("config lock").clone();
-    let id = request.execution_id.clone();
-    let strategy: Arc<dyn ExecutionStrategy> = request
+    let strategy = job
+        .request
         .strategy
         .clone()
-        .unwrap_or_else(|| Arc::new(SimpleStrategy));
+        .unwrap_or_else(|| core.simple.clone());
+    let mut exec = None;
+    let outcome = run_lifecycle(&core, &job, &mut run, strategy.as_ref(), &mut exec).await;
 
-    let exec_cell: std::sync::OnceLock<Arc<Execution>> = std::sync::OnceLock::new();
-    let outcome: Result<ExecutionResult> = async {
-        let env = core
-            .deps
-            .adapters
-            .get(request.resource.key.adapter())
-            .cloned()
-            .ok_or_else(|| {
-                Error::not_found("adapter", request.resource.key.adapter())
-                    .context(format!("resolving the adapter of {}", request.resource.key))
-            })?;
-        let fault_duration = match request.labels.get(DURATION_LABEL) {
-            Some(d) => Some(humantime::parse_duration(d).map_err(|e| {
-                Error::invalid(format!("label {DURATION_LABEL} of execution {id}"), format!("{d:?}: {e}"))
-            })?),
-            None => None,
-        };
-
-        // The lease first, then a worker: waiting for a busy resource does not hold a slot.
-        let lease = match &core.deps.locks {
-            Some(locks) => Some(
-                locks
-                    .acquire(
-                        &request.resource.key,
-                        &format!("{}/{id}", config.node),
-                        config.lock_wait,
-                        &cancel,
-                    )
-                    .await
-                    .map_err(|e| e.context(format!("locking {}", request.resource.key)))?,
-            ),
-            None => None,
-        };
-        let permit = tokio::select! {
-            p = reservation.start() => p,
-            _ = cancel.cancelled() => return Err(Error::Canceled { message: format!("execution {id} while queued") }),
-        };
-        core.table.set_status(&id, ExecutionStatus::Running);
-
-        let mut ctx = PluginContext::new(id.clone(), env);
-        ctx.timeout = request.timeout.unwrap_or(config.default_timeout);
-        ctx.cancel = cancel.clone();
-        ctx.config = request.config.clone();
-        ctx.monitor = core.deps.monitor.clone();
-        ctx.reporter = core.deps.reporter.clone();
-        ctx.event_bus = core.deps.event_bus.clone().map(|b| {
-            Arc::new(RedactingEventBus::new(b, redactor.clone())) as Arc<dyn EventBus>
-        });
-        ctx.progress = Some(progress);
-        ctx.principal = request.principal.clone();
-        ctx.auth = Some(core.deps.auth.clone());
-        ctx.secrets = core.deps.secrets.clone().map(|s| {
-            Arc::new(RecordingSecretProvider::new(s, redactor.clone())) as Arc<dyn SecretProvider>
-        });
-        ctx.fencing_token = lease.as_ref().map(|l| l.token());
-        ctx.span = tracing::Span::current();
-        ctx.labels = request.labels.clone();
-
-        let (in_flight, mut in_flight_rx) = watch::channel(0u32);
-        let exec = Arc::new(Execution {
-            id: id.clone(),
-            plugin: plugin.clone(),
-            plugin_name: request.plugin_name.clone(),
-            resource: request.resource.clone(),
-            timeout: ctx.timeout,
-            base: ctx,
-            cancel: cancel.clone(),
-            lease_lost: lease.as_ref().map(|l| l.lost().clone()),
-            fencing_token: lease.as_ref().map(|l| l.token()),
-            hook_grace: config.hook_grace,
-            cleanup_timeout: config.cleanup_timeout,
-            fault_duration,
-            node: config.node.clone(),
-            ledger: lease.as_ref().and(core.deps.ledger.clone()),
-            bus: core.deps.event_bus.clone(),
-            redactor: redactor.clone(),
-            attempts: AtomicU32::new(0),
-            in_flight,
-            notes: Mutex::new(Metadata::new()),
-        });
-        let _ = exec_cell.set(exec.clone());
-        exec.publish(Event::new(event_type::EXECUTION_STARTED, "engine")).await;
-
-        let result = match &revert {
-            Some((snapshot, fault)) => {
-                // A workflow's rollback of a completed step: restore its snapshot, once.
-                let mut after = exec.base.clone();
-                after.cancel = cancel.child_token();
-                exec.attempts.store(1, std::sync::atomic::Ordering::SeqCst);
-                exec.revert(&after, snapshot, fault.as_deref())
-                    .await
-                    .map(|()| ExecutionResult::finished(&id, ExecutionStatus::Success, started))
-            }
-            None => {
-                let attempt = LifecycleAttempt(exec.clone());
-                let run = strategy.execute(&attempt);
-                tokio::pin!(run);
-                // After a cancel, an attempt in flight ends by itself (rollback, cleanup); a
-                // strategy that is between attempts (a backoff) is dropped.
-                let idle_after_cancel = async {
-                    cancel.cancelled().await;
-                    let _ = in_flight_rx.wait_for(|n| *n == 0).await;
-                };
-                tokio::select! {
-                    r = &mut run => r,
-                    _ = idle_after_cancel => Err(Error::Canceled { message: format!("execution {id} between attempts") }),
-                }
-            }
-        };
-        drop(permit);
-        if let Some(lease) = lease {
-            if let Err(e) = lease.release().await {
-                tracing::warn!(component = "engine", execution_id = %id, error = %e, "lease release failed; it will expire");
-            }
-        }
-        result
-    }
-    .await;
-
+    let id = &job.request.execution_id;
     let mut result = match outcome {
         Ok(r) => r,
-        Err(e) => failed_result(&id, started, &e, &root),
+        Err(e) => failed_result(id, started, &e, &run.root),
     };
     result.start_time = started;
-    if let Some(exec) = exec_cell.get() {
-        result.attempts = exec
-            .attempts
-            .load(std::sync::atomic::Ordering::SeqCst)
-            .max(1);
+    if let Some(exec) = exec {
+        result.attempts = exec.attempts.load(Ordering::SeqCst).max(1);
         for (k, v) in exec.notes.lock().expect("notes lock").iter() {
             result
                 .metadata
@@ -526,16 +474,110 @@ async fn run_job(core: Arc<Core>, job: Job, run: Run) {
     result
         .metadata
         .insert(meta::STRATEGY.into(), strategy.name().to_owned().into());
-    redactor.redact_result(&mut result);
-    finish(
-        &core,
-        &request,
-        result,
-        clock.elapsed(),
-        &result_tx,
-        revert.is_some(),
-    )
-    .await;
+    run.redactor.redact_result(&mut result);
+    Box::pin(finish(&core, &job, result, clock.elapsed(), &run.result_tx)).await;
+}
+
+/// Takes the lease and a worker, and runs the strategy over the lifecycle (or a workflow's
+/// revert); `exec` is set once the execution has started.
+async fn run_lifecycle(
+    core: &Core,
+    job: &Job,
+    run: &mut Run,
+    strategy: &dyn ExecutionStrategy,
+    exec: &mut Option<Arc<Execution>>,
+) -> Result<ExecutionResult> {
+    let request = &job.request;
+    let id = &request.execution_id;
+    let cancel = &run.cancel;
+    let env = core
+        .deps
+        .adapters
+        .get(request.resource.key.adapter())
+        .cloned()
+        .ok_or_else(|| {
+            Error::not_found("adapter", request.resource.key.adapter())
+                .context(format!("resolving the adapter of {}", request.resource.key))
+        })?;
+    let fault_duration = match request.labels.get(DURATION_LABEL) {
+        Some(d) => Some(humantime::parse_duration(d).map_err(|e| {
+            Error::invalid(
+                format!("label {DURATION_LABEL} of execution {id}"),
+                format!("{d:?}: {e}"),
+            )
+        })?),
+        None => None,
+    };
+    let lock_wait = core.config.read().expect("config lock").lock_wait;
+
+    // The lease first, then a worker: waiting for a busy resource does not hold a slot.
+    // Both the acquire and the lease are boxed: only executions with a lease pay for them.
+    let lease = match &core.deps.locks {
+        Some(locks) => {
+            let holder = format!("{}/{id}", core.node);
+            let acquire = locks.acquire(&request.resource.key, &holder, lock_wait, cancel);
+            Some(Box::new(Box::pin(acquire).await.map_err(|e| {
+                e.context(format!("locking {}", request.resource.key))
+            })?))
+        }
+        None => None,
+    };
+    let reservation = run.reservation.take().expect("an execution starts once");
+    let permit = tokio::select! {
+        p = reservation.start() => p,
+        _ = cancel.cancelled() => return Err(Error::Canceled { message: format!("execution {id} while queued") }),
+    };
+    core.table.set_status(id, ExecutionStatus::Running);
+    let progress = run.progress.take();
+    let run = &*run;
+    let execution = new_execution(
+        core,
+        job,
+        run,
+        progress,
+        env,
+        lease.as_deref(),
+        fault_duration,
+    );
+    *exec = Some(execution.clone());
+    execution.publish(event_type::EXECUTION_STARTED).await;
+
+    let result = match &job.revert {
+        Some(revert) => {
+            // A workflow's rollback of a completed step: restore its snapshot, once.
+            execution.attempts.store(1, Ordering::SeqCst);
+            let (base, snapshot) = (&execution.base, &revert.snapshot);
+            Box::pin(execution.revert_under(
+                base,
+                cancel.child_token(),
+                snapshot,
+                revert.fault_id.as_deref(),
+            ))
+            .await
+            .map(|()| ExecutionResult::finished(id, ExecutionStatus::Success, Utc::now()))
+        }
+        None => {
+            let attempt = LifecycleAttempt(execution.clone());
+            let attempts = strategy.execute(&attempt);
+            // After a cancel, an attempt in flight ends by itself (rollback, cleanup); a
+            // strategy that is between attempts (a backoff) is dropped.
+            let idle_after_cancel = async {
+                cancel.cancelled().await;
+                execution.wait_idle().await;
+            };
+            tokio::select! {
+                r = attempts => r,
+                _ = idle_after_cancel => Err(Error::Canceled { message: format!("execution {id} between attempts") }),
+            }
+        }
+    };
+    drop(permit);
+    if let Some(lease) = lease {
+        if let Err(e) = Box::pin(lease.release()).await {
+            tracing::warn!(component = "engine", execution_id = %id, error = %e, "lease release failed; it will expire");
+        }
+    }
+    result
 }
 
 fn failed_result(
@@ -591,22 +633,27 @@ async fn forward_progress(core: Arc<Core>, mut rx: mpsc::Receiver<ProgressUpdate
 /// Reports a finished execution everywhere it must go.
 async fn finish(
     core: &Core,
-    request: &ExecutionRequest,
+    job: &Job,
     result: ExecutionResult,
     took: Duration,
     result_tx: &watch::Sender<Option<ExecutionResult>>,
-    is_revert: bool,
 ) {
+    let request = &job.request;
     let id = &result.execution_id;
-    let status_label = format!("{:?}", result.status).to_lowercase();
-    metrics::counter!(metric_names::ENGINE_EXECUTIONS_TOTAL, "plugin" => request.plugin_name.clone(), "status" => status_label.clone()).increment(1);
-    metrics::histogram!(metric_names::ENGINE_EXECUTION_DURATION_SECONDS, "plugin" => request.plugin_name.clone()).record(took.as_secs_f64());
+    let status_label = status_label(result.status);
+    core.metrics
+        .finished(&request.plugin_name, result.status, took.as_secs_f64());
     match &result.error {
         None => {
-            tracing::info!(status = %status_label, attempts = result.attempts, duration_ms = took.as_millis() as u64, "execution finished")
+            tracing::info!(
+                status = status_label,
+                attempts = result.attempts,
+                duration_ms = took.as_millis() as u64,
+                "execution finished"
+            )
         }
         Some(e) => {
-            tracing::warn!(status = %status_label, attempts = result.attempts, error = %e, "execution finished")
+            tracing::warn!(status = status_label, attempts = result.attempts, error = %e, "execution finished")
         }
     }
 
@@ -626,7 +673,7 @@ async fn finish(
             principal: request.principal.clone(),
             campaign: request.labels.get("campaign").cloned(),
             step: request.labels.get("step").cloned(),
-            node: Some(core.config.read().expect("config lock").node.clone()),
+            node: Some(core.node.to_string()),
             fencing_token: result
                 .metadata
                 .get(meta::FENCING_TOKEN)
@@ -641,10 +688,10 @@ async fn finish(
     }
     if let Some(bus) = &core.deps.event_bus {
         let mut e = Event::new(event_type::EXECUTION_FINISHED, "engine")
-            .with_resource(request.resource.clone())
+            .with_resource((*request.resource).clone())
             .with_metadata("execution_id", id.clone())
             .with_metadata("plugin", request.plugin_name.clone())
-            .with_data("status", status_label.clone())
+            .with_data("status", status_label)
             .with_data("attempts", result.attempts);
         if let Some(err) = &result.error {
             e = e.with_data("error", err.clone());
@@ -661,7 +708,11 @@ async fn finish(
         core,
         &request.principal,
         Action::new(
-            if is_revert { "rollback" } else { verb::EXECUTE },
+            if job.revert.is_some() {
+                "rollback"
+            } else {
+                verb::EXECUTE
+            },
             request.plugin_name.clone(),
         ),
         Some(&request.resource),
@@ -708,9 +759,12 @@ impl Engine {
             core: Arc::new(Core {
                 pool: WorkerPool::new(config.concurrency_limit, config.queue_capacity),
                 table: ExecutionTable::new(config.retained_results),
+                node: config.node.as_str().into(),
                 config: RwLock::new(config),
                 deps,
                 tasks: TaskTracker::new(),
+                simple: Arc::new(SimpleStrategy),
+                metrics: EngineMetrics::default(),
             }),
             slot: ActorSlot::new("engine"),
         }
@@ -865,7 +919,9 @@ impl Engine {
         request: ExecutionRequest,
         revert: Option<(Arc<dyn Plugin>, Snapshot, Option<String>)>,
     ) -> Result<ExecutionHandle> {
-        let job = self.prepare(request, revert).await?;
+        // Boxed: it is done before the wait for the actor's answer, and inline it would
+        // enlarge the caller's future for that whole wait.
+        let job = Box::pin(self.prepare(request, revert)).await?;
         let actor = match self.slot.get() {
             Ok(a) => a,
             Err(e) => return Err(self.rejected(&job, e).await),
@@ -1003,49 +1059,53 @@ impl Engine {
         self.authorize(&request.principal, &action, Some(&request.resource))
             .await?;
         let (plugin, revert) = match revert {
-            Some((p, s, f)) => (p, Some((s, f))),
+            Some((p, snapshot, fault_id)) => (p, Some(Box::new(Revert { snapshot, fault_id }))),
             None => (self.core.deps.registry.get(&request.plugin_name)?, None),
         };
-        let md = plugin.metadata();
-        if md
-            .required_capabilities
-            .iter()
-            .any(|c| c == ire_core::plugin::requirement::ADMIN)
-        {
-            self.authorize(
-                &request.principal,
-                &Action::new("admin", md.name.clone()),
-                Some(&request.resource),
-            )
-            .await?;
+        // The metadata is read at once and not kept: this future is the caller's while the
+        // actor admits the job. The kind check is pure; it is reported after authorization.
+        let (admin, wrong_kind, name) = {
+            let md = plugin.metadata();
+            let admin = md
+                .required_capabilities
+                .iter()
+                .any(|c| c == ire_core::plugin::requirement::ADMIN)
+                .then(|| Action::new("admin", md.name.clone()));
+            let wrong_kind = (!md.supports_kind(&request.resource.kind)).then(|| {
+                Error::invalid(
+                    format!("execution of plugin {}", md.name),
+                    format!(
+                        "resource {} is a {:?}, which the plugin does not support ({})",
+                        request.resource.key,
+                        request.resource.kind,
+                        md.supported_kinds.join(", ")
+                    ),
+                )
+            });
+            (admin, wrong_kind, md.name)
+        };
+        if let Some(admin) = admin {
+            self.authorize(&request.principal, &admin, Some(&request.resource))
+                .await?;
         }
-        let rejected = |e: Error| async {
+        let rejection = wrong_kind.or_else(|| {
+            plugin
+                .validate_config(&request.config)
+                .err()
+                .map(|e| e.context(format!("config of plugin {name}")))
+        });
+        if let Some(e) = rejection {
             audit(
                 &self.core,
                 &request.principal,
-                action.clone(),
+                action,
                 Some(&request.resource),
                 Err(&e.to_string()),
                 Duration::ZERO,
                 Metadata::new(),
             )
             .await;
-            e
-        };
-        if !md.supports_kind(&request.resource.kind) {
-            let e = Error::invalid(
-                format!("execution of plugin {}", md.name),
-                format!(
-                    "resource {} is a {:?}, which the plugin does not support ({})",
-                    request.resource.key,
-                    request.resource.kind,
-                    md.supported_kinds.join(", ")
-                ),
-            );
-            return Err(rejected(e).await);
-        }
-        if let Err(e) = plugin.validate_config(&request.config) {
-            return Err(rejected(e.context(format!("config of plugin {}", md.name))).await);
+            return Err(e);
         }
         Ok(Job {
             request,

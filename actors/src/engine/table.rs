@@ -11,7 +11,8 @@ use crate::security::SecretRedactor;
 struct Entry {
     status: ExecutionStatus,
     cancel: CancellationToken,
-    progress: Option<ProgressUpdate>,
+    /// Boxed: most executions report none, and every live one has an entry.
+    progress: Option<Box<ProgressUpdate>>,
     redactor: SecretRedactor,
     key: ResourceKey,
 }
@@ -85,7 +86,7 @@ impl ExecutionTable {
     pub(crate) fn set_progress(&self, update: ProgressUpdate) {
         let mut i = self.inner.lock().expect("table lock");
         if let Some(e) = i.entries.get_mut(&update.execution_id) {
-            e.progress = Some(update);
+            e.progress = Some(Box::new(update));
         }
     }
 
@@ -115,7 +116,7 @@ impl ExecutionTable {
             .expect("table lock")
             .entries
             .get(id)
-            .map(|e| e.progress.clone())
+            .map(|e| e.progress.as_deref().cloned())
             .ok_or_else(|| Error::not_found("execution", id))
     }
 
