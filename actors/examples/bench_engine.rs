@@ -75,13 +75,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 struct Node {
     engine: Engine,
-    resources: Vec<Resource>,
+    /// Shared, as a caller fanning out over discovered resources would hold them.
+    resources: Vec<Arc<Resource>>,
 }
 
 async fn node(with_lock: bool, limit: usize, queue: usize, keys: usize) -> Node {
     let adapter = FakeAdapter::new("fake");
-    let resources: Vec<Resource> = (0..keys)
-        .map(|i| adapter.insert(ResourceBuilder::new(&format!("r{i}")).build()))
+    let resources: Vec<Arc<Resource>> = (0..keys)
+        .map(|i| Arc::new(adapter.insert(ResourceBuilder::new(&format!("r{i}")).build())))
         .collect();
     let mut adapters: BTreeMap<String, Arc<dyn EnvironmentAdapter>> = BTreeMap::new();
     adapters.insert("fake".into(), Arc::new(adapter));

@@ -1,14 +1,15 @@
 //! The execution engine's contract: requests, strategies, backoff, workflows and handles.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -291,8 +292,82 @@ pub struct WorkflowResult {
 #[derive(Debug, Clone)]
 pub struct ExecutionHandle {
     execution_id: String,
-    result: watch::Receiver<Option<ExecutionResult>>,
+    result: Outcome,
     cancel: CancellationToken,
+}
+
+/// Where a handle finds the result.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// Any engine's channel.
+    Watch(watch::Receiver<Option<ExecutionResult>>),
+    /// A [`ResultSender`]'s slot.
+    Slot(Arc<ResultSlot>),
+}
+
+const PENDING: u8 = 0;
+const DONE: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// An execution's result, set once: lighter than a watch channel (an engine may have
+/// 10,000 executions in flight, each with one).
+struct ResultSlot {
+    state: AtomicU8,
+    result: Mutex<Option<ExecutionResult>>,
+    changed: Notify,
+}
+
+impl std::fmt::Debug for ResultSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultSlot")
+            .field("state", &self.state.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResultSlot {
+    /// Waits until the result is in (true) or will never come (false).
+    async fn settled(&self) -> bool {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a result set in between is not missed.
+            changed.as_mut().enable();
+            match self.state.load(Ordering::Acquire) {
+                DONE => return true,
+                CLOSED => return false,
+                _ => changed.await,
+            }
+        }
+    }
+
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+}
+
+/// The engine's end of an execution's handles: it sets the result once. Dropped without
+/// a result, it tells the handles that the execution ended without one.
+#[derive(Debug)]
+pub struct ResultSender {
+    slot: Arc<ResultSlot>,
+}
+
+impl ResultSender {
+    /// Delivers the result to every handle.
+    pub fn send(self, result: ExecutionResult) {
+        *self.slot.result.lock().expect("result lock") = Some(result);
+        self.slot.set(DONE);
+    }
+}
+
+impl Drop for ResultSender {
+    fn drop(&mut self) {
+        if self.slot.state.load(Ordering::Acquire) == PENDING {
+            self.slot.set(CLOSED);
+        }
+    }
 }
 
 impl ExecutionHandle {
@@ -304,9 +379,27 @@ impl ExecutionHandle {
     ) -> Self {
         ExecutionHandle {
             execution_id: execution_id.into(),
-            result,
+            result: Outcome::Watch(result),
             cancel,
         }
+    }
+
+    /// A handle canceled through `cancel`, and the sender that delivers its result.
+    pub fn with_sender(
+        execution_id: impl Into<String>,
+        cancel: CancellationToken,
+    ) -> (ResultSender, Self) {
+        let slot = Arc::new(ResultSlot {
+            state: AtomicU8::new(PENDING),
+            result: Mutex::new(None),
+            changed: Notify::new(),
+        });
+        let handle = ExecutionHandle {
+            execution_id: execution_id.into(),
+            result: Outcome::Slot(slot.clone()),
+            cancel,
+        };
+        (ResultSender { slot }, handle)
     }
 
     /// The execution's id.
@@ -316,14 +409,20 @@ impl ExecutionHandle {
 
     /// Waits for the result.
     pub async fn wait(&mut self) -> Result<ExecutionResult> {
-        let r = self
-            .result
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| Error::Canceled {
-                message: format!("execution {} ended without a result", self.execution_id),
-            })?;
-        Ok(r.clone().expect("waited for Some"))
+        let result = match &mut self.result {
+            Outcome::Watch(rx) => rx
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|r| r.clone()),
+            Outcome::Slot(slot) => match slot.settled().await {
+                true => slot.result.lock().expect("result lock").clone(),
+                false => None,
+            },
+        };
+        result.ok_or_else(|| Error::Canceled {
+            message: format!("execution {} ended without a result", self.execution_id),
+        })
     }
 
     /// Asks the execution to stop; its cleanup still runs.
@@ -333,12 +432,22 @@ impl ExecutionHandle {
 
     /// True once the result is in.
     pub fn is_done(&self) -> bool {
-        self.result.borrow().is_some()
+        match &self.result {
+            Outcome::Watch(rx) => rx.borrow().is_some(),
+            Outcome::Slot(slot) => slot.state.load(Ordering::Acquire) == DONE,
+        }
     }
 
     /// Resolves when the execution is done.
     pub async fn done(&mut self) {
-        let _ = self.result.wait_for(Option::is_some).await;
+        match &mut self.result {
+            Outcome::Watch(rx) => {
+                let _ = rx.wait_for(Option::is_some).await;
+            }
+            Outcome::Slot(slot) => {
+                slot.settled().await;
+            }
+        }
     }
 }
 
@@ -372,6 +481,55 @@ pub trait ExecutionEngine: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn result(id: &str) -> ExecutionResult {
+        ExecutionResult::finished(id, ExecutionStatus::Success, Utc::now())
+    }
+
+    #[tokio::test]
+    async fn a_sent_result_reaches_every_handle() {
+        let (tx, mut h) = ExecutionHandle::with_sender("e1", CancellationToken::new());
+        let mut h2 = h.clone();
+        assert!(!h.is_done());
+        let waiter = tokio::spawn(async move { h2.wait().await });
+        tokio::task::yield_now().await;
+        tx.send(result("e1"));
+        assert!(h.is_done());
+        assert_eq!(h.wait().await.unwrap().execution_id, "e1");
+        let r = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter was woken")
+            .unwrap();
+        assert_eq!(r.unwrap().execution_id, "e1");
+        h.done().await;
+    }
+
+    #[tokio::test]
+    async fn a_sender_dropped_without_a_result_ends_the_wait() {
+        let (tx, mut h) = ExecutionHandle::with_sender("e2", CancellationToken::new());
+        let mut h2 = h.clone();
+        let waiter = tokio::spawn(async move { h2.wait().await });
+        tokio::task::yield_now().await;
+        drop(tx);
+        let e = h.wait().await.unwrap_err();
+        assert!(matches!(e, Error::Canceled { .. }), "{e}");
+        let r = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter was woken")
+            .unwrap();
+        assert!(r.is_err());
+        assert!(!h.is_done());
+        h.done().await;
+    }
+
+    #[test]
+    fn a_handle_cancels_through_its_token() {
+        let token = CancellationToken::new();
+        let (_tx, h) = ExecutionHandle::with_sender("e3", token.clone());
+        h.cancel();
+        assert!(token.is_cancelled());
+        assert_eq!(h.execution_id(), "e3");
+    }
 
     #[test]
     fn exponential_backoff_follows_the_seed() {

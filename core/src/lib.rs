@@ -37,8 +37,8 @@ pub use error::{BoxError, Error, ErrorClass, Result, ResultExt};
 pub use event::{Event, EventBus, EventFilter, EventSource, SharedEvent, Subscription};
 pub use execution::{
     Attempt, BackoffStrategy, ErrorAction, ErrorHandler, ExecutionEngine, ExecutionHandle,
-    ExecutionRequest, ExecutionStrategy, ExponentialBackoff, FixedErrorHandler, StepCondition,
-    StepPredicate, Workflow, WorkflowResult, WorkflowStep,
+    ExecutionRequest, ExecutionStrategy, ExponentialBackoff, FixedErrorHandler, ResultSender,
+    StepCondition, StepPredicate, Workflow, WorkflowResult, WorkflowStep,
 };
 pub use ledger::{FaultEntry, FaultLedger, FaultQuery, FaultState};
 pub use lock::{FencingToken, LeaseGrant, LockInfo, LockOutcome, LockService, OperatorHold};

@@ -227,14 +227,10 @@ impl Execution {
         let outcome = self.main_or_stop(&ctx, &track, n).await;
         // Rollback, PostExecute and Cleanup run with a context that is not canceled.
         ctx.cancel = CancellationToken::new();
-        self.conclude(
-            &ctx,
-            track.into_inner().expect("track lock"),
-            outcome,
-            start,
-            n,
-        )
-        .await
+        // Boxed: it runs once, at the end, and inline it would enlarge the attempt's future
+        // for as long as the main phase runs.
+        let t = track.into_inner().expect("track lock");
+        Box::pin(self.conclude(&ctx, t, outcome, start, n)).await
     }
 
     /// Runs the main phase until it ends or is stopped from outside (timeout, cancel, lost
@@ -460,20 +456,25 @@ impl Execution {
             t.stage = "pre_execute";
         });
 
-        let snapshot = self
-            .plugin
-            .pre_execute(ctx, &self.resource)
-            .await
-            .map_err(|e| e.context(what("pre-execute")))?;
-        set(&|t| t.snapshot = snapshot.clone());
+        // The snapshot is kept in the track only (read back when needed), so that it takes
+        // no room in this future while Execute runs.
+        let has_snapshot = {
+            let snapshot = self
+                .plugin
+                .pre_execute(ctx, &self.resource)
+                .await
+                .map_err(|e| e.context(what("pre-execute")))?;
+            let has = snapshot.is_some();
+            track.lock().expect("track lock").snapshot = snapshot;
+            has
+        };
 
         // With a lease and a ledger, the fault is on record (with how to revert it) before it
         // exists, so that another node can revert it if this one dies.
-        let mut fault_id = None;
-        if let (Some(ledger), Some(token), Some(snap), true) = (
+        if let (Some(ledger), Some(token), true, true) = (
             &self.ledger,
             self.fencing_token,
-            &snapshot,
+            has_snapshot,
             self.plugin.supports_rollback(),
         ) {
             let id = format!("{}-{attempt}", self.id);
@@ -486,19 +487,19 @@ impl Execution {
                 plugin: self.plugin_name.clone(),
                 node: self.node.to_string(),
                 token,
-                snapshot: Some(snap.clone()),
+                snapshot: track.lock().expect("track lock").snapshot.clone(),
                 injected_at: Utc::now(),
                 duration: self.fault_duration,
                 state: FaultState::Injected,
             };
-            ledger.record_fault(entry).await.map_err(|e| {
+            let recorded = ledger.record_fault(entry);
+            recorded.await.map_err(|e| {
                 e.context(format!(
                     "recording the fault of execution {} in the ledger",
                     self.id
                 ))
             })?;
-            fault_id = Some(id.clone());
-            set(&|t| t.fault_id = Some(id.clone()));
+            track.lock().expect("track lock").fault_id = Some(id);
         }
 
         set(&|t| {
@@ -512,7 +513,8 @@ impl Execution {
             }
             Err(e) => return Err(e.context(what("execute"))),
         }
-        if fault_id.is_some() || self.fault_duration.is_some() {
+        let recorded = track.lock().expect("track lock").fault_id.is_some();
+        if recorded || self.fault_duration.is_some() {
             self.publish(event_type::FAULT_INJECTED).await;
         }
 
@@ -521,10 +523,18 @@ impl Execution {
             // The lease is renewed meanwhile by the resource-lock actor; a lost lease, a
             // cancel or the timeout stop this wait from outside, and the fault is reverted.
             tokio::time::sleep(d).await;
-            set(&|t| t.stage = "revert");
-            if let (Some(snap), true) = (&snapshot, self.plugin.supports_rollback()) {
+            let (snapshot, fault_id) = {
+                let mut t = track.lock().expect("track lock");
+                t.stage = "revert";
+                (t.snapshot.clone(), t.fault_id.clone())
+            };
+            if let (Some(snap), true) = (snapshot, self.plugin.supports_rollback()) {
                 let fresh = CancellationToken::new();
-                Box::pin(self.revert_under(ctx, fresh, snap, fault_id.as_deref())).await?;
+                Box::pin(async move {
+                    self.revert_under(ctx, fresh, &snap, fault_id.as_deref())
+                        .await
+                })
+                .await?;
                 set(&|t| t.reverted = true);
             }
         }

@@ -38,10 +38,10 @@ use ire_core::{
     Error, ErrorClass, Event, EventBus, ExecutionEngine, ExecutionHandle, ExecutionRecord,
     ExecutionRequest, ExecutionResult, ExecutionStatus, ExecutionStrategy, FaultLedger, Metadata,
     Monitor, Plugin, PluginContext, PluginFilter, PluginMetadata, PluginRegistry, ProgressUpdate,
-    Reporter, Resource, Result, SecretProvider, Snapshot, Workflow, WorkflowResult,
+    Reporter, Resource, Result, ResultSender, SecretProvider, Snapshot, Workflow, WorkflowResult,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message, SpawnErr};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -346,8 +346,8 @@ impl EngineActor {
             redactor.clone(),
             request.resource.key.clone(),
         )?;
-        let (tx, rx) = watch::channel(None);
-        let handle = ExecutionHandle::new(request.execution_id.clone(), rx, cancel.clone());
+        let (tx, handle) =
+            ExecutionHandle::with_sender(request.execution_id.clone(), cancel.clone());
         let span = tracing::info_span!("execution", component = "engine",
             execution_id = %request.execution_id, resource_id = %request.resource.key,
             plugin = %request.plugin_name);
@@ -375,7 +375,7 @@ struct Run {
     redactor: SecretRedactor,
     /// Taken by the plugin's context.
     progress: Option<mpsc::Sender<ProgressUpdate>>,
-    result_tx: watch::Sender<Option<ExecutionResult>>,
+    result_tx: ResultSender,
 }
 
 /// The started execution's shared state, with the plugin's context (built outside the
@@ -443,21 +443,46 @@ fn new_execution(
 /// it holds little across its awaits: the job stays boxed, and what is large but short or
 /// rare (the lease's acquire and release, a workflow's revert, the report at the end) is
 /// boxed only while it runs.
-async fn run_job(core: Arc<Core>, job: Box<Job>, mut run: Run) {
-    let started = Utc::now();
-    let clock = tokio::time::Instant::now();
-    let strategy = job
-        .request
-        .strategy
-        .clone()
-        .unwrap_or_else(|| core.simple.clone());
-    let mut exec = None;
-    let outcome = run_lifecycle(&core, &job, &mut run, strategy.as_ref(), &mut exec).await;
+///
+/// An `async move` block rather than an `async fn`: the block keeps its captures in
+/// place, where an `async fn` would also copy its arguments into locals.
+fn run_job(
+    core: Arc<Core>,
+    job: Box<Job>,
+    mut run: Run,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let started = Utc::now();
+        let clock = tokio::time::Instant::now();
+        let mut exec = None;
+        let outcome = run_lifecycle(&core, &job, &mut run, &mut exec).await;
+        let result = settle(&core, &job, &run, outcome, exec, started, clock);
+        Box::pin(finish(&core, &job, result, clock.elapsed(), run.result_tx)).await;
+    }
+}
 
-    let id = &job.request.execution_id;
+/// The strategy that runs the job.
+fn strategy_of<'a>(core: &'a Core, job: &'a Job) -> &'a dyn ExecutionStrategy {
+    job.request
+        .strategy
+        .as_deref()
+        .unwrap_or_else(|| core.simple.as_ref())
+}
+
+/// The execution's final result, from the outcome of its lifecycle and what its attempts
+/// noted, with every secret it read scrubbed out.
+fn settle(
+    core: &Core,
+    job: &Job,
+    run: &Run,
+    outcome: Result<ExecutionResult>,
+    exec: Option<Arc<Execution>>,
+    started: chrono::DateTime<Utc>,
+    clock: tokio::time::Instant,
+) -> ExecutionResult {
     let mut result = match outcome {
         Ok(r) => r,
-        Err(e) => failed_result(id, started, &e, &run.root),
+        Err(e) => failed_result(&job.request.execution_id, started, &e, &run.root),
     };
     result.start_time = started;
     if let Some(exec) = exec {
@@ -471,11 +496,12 @@ async fn run_job(core: Arc<Core>, job: Box<Job>, mut run: Run) {
     }
     result.duration = clock.elapsed();
     result.end_time = Utc::now();
+    let strategy = strategy_of(core, job).name().to_owned();
     result
         .metadata
-        .insert(meta::STRATEGY.into(), strategy.name().to_owned().into());
+        .insert(meta::STRATEGY.into(), strategy.into());
     run.redactor.redact_result(&mut result);
-    Box::pin(finish(&core, &job, result, clock.elapsed(), &run.result_tx)).await;
+    result
 }
 
 /// Takes the lease and a worker, and runs the strategy over the lifecycle (or a workflow's
@@ -484,7 +510,6 @@ async fn run_lifecycle(
     core: &Core,
     job: &Job,
     run: &mut Run,
-    strategy: &dyn ExecutionStrategy,
     exec: &mut Option<Arc<Execution>>,
 ) -> Result<ExecutionResult> {
     let request = &job.request;
@@ -558,7 +583,7 @@ async fn run_lifecycle(
         }
         None => {
             let attempt = LifecycleAttempt(execution.clone());
-            let attempts = strategy.execute(&attempt);
+            let attempts = strategy_of(core, job).execute(&attempt);
             // After a cancel, an attempt in flight ends by itself (rollback, cleanup); a
             // strategy that is between attempts (a backoff) is dropped.
             let idle_after_cancel = async {
@@ -630,13 +655,31 @@ async fn forward_progress(core: Arc<Core>, mut rx: mpsc::Receiver<ProgressUpdate
     }
 }
 
+/// The event of a finished execution (built outside `finish`, so that it takes no room in
+/// its future).
+fn finished_event(request: &ExecutionRequest, result: &ExecutionResult) -> Event {
+    let mut e = Event::new(event_type::EXECUTION_FINISHED, "engine")
+        .with_resource((*request.resource).clone())
+        .with_metadata("execution_id", result.execution_id.clone())
+        .with_metadata("plugin", request.plugin_name.clone())
+        .with_data("status", status_label(result.status))
+        .with_data("attempts", result.attempts);
+    if let Some(err) = &result.error {
+        e = e.with_data("error", err.clone());
+    }
+    for (k, v) in &request.labels {
+        e.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    e
+}
+
 /// Reports a finished execution everywhere it must go.
 async fn finish(
     core: &Core,
     job: &Job,
     result: ExecutionResult,
     took: Duration,
-    result_tx: &watch::Sender<Option<ExecutionResult>>,
+    result_tx: ResultSender,
 ) {
     let request = &job.request;
     let id = &result.execution_id;
@@ -687,19 +730,8 @@ async fn finish(
         }
     }
     if let Some(bus) = &core.deps.event_bus {
-        let mut e = Event::new(event_type::EXECUTION_FINISHED, "engine")
-            .with_resource((*request.resource).clone())
-            .with_metadata("execution_id", id.clone())
-            .with_metadata("plugin", request.plugin_name.clone())
-            .with_data("status", status_label)
-            .with_data("attempts", result.attempts);
-        if let Some(err) = &result.error {
-            e = e.with_data("error", err.clone());
-        }
-        for (k, v) in &request.labels {
-            e.metadata.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        let _ = bus.publish(e).await;
+        let published = bus.publish(finished_event(request, &result));
+        let _ = published.await;
     }
     let mut meta = Metadata::new();
     meta.insert("execution_id".into(), id.clone().into());
@@ -722,7 +754,7 @@ async fn finish(
     )
     .await;
     core.table.set_status(id, result.status);
-    let _ = result_tx.send(Some(result));
+    result_tx.send(result);
 }
 
 async fn audit(
@@ -914,39 +946,36 @@ impl Engine {
 
     /// Authorizes, admits and starts a request; `plugin`/`revert` override the registry
     /// lookup for a workflow's rollback.
-    pub(crate) async fn submit(
+    async fn submit(
         &self,
         request: ExecutionRequest,
-        revert: Option<(Arc<dyn Plugin>, Snapshot, Option<String>)>,
+        revert: Option<(Arc<dyn Plugin>, Box<Revert>)>,
     ) -> Result<ExecutionHandle> {
-        // Boxed: it is done before the wait for the actor's answer, and inline it would
-        // enlarge the caller's future for that whole wait.
-        let job = Box::pin(self.prepare(request, revert)).await?;
-        let actor = match self.slot.get() {
-            Ok(a) => a,
-            Err(e) => return Err(self.rejected(&job, e).await),
-        };
-        let (tx, rx) = oneshot::channel();
+        // Boxed, like the job: the caller's future holds neither while the actor answers.
+        let job = Box::new(Box::pin(self.prepare(request, revert)).await?);
         // What an audit of a rejection needs is kept aside; the job moves to the actor.
         let principal = job.request.principal.clone();
         let resource = job.request.resource.clone();
         let plugin_name = job.request.plugin_name.clone();
-        let e = if actor
-            .cast(EngineMessage::Submit {
-                job: Box::new(job),
-                reply: tx,
-            })
-            .is_err()
-        {
-            unavailable()
-        } else {
-            match rx.await {
-                Ok(Ok(h)) => return Ok(h),
-                Ok(Err(e)) => e,
-                Err(_) => unavailable(),
+        let e = match self.slot.get() {
+            Err(e) => e,
+            Ok(actor) => {
+                let (tx, rx) = oneshot::channel();
+                if actor
+                    .cast(EngineMessage::Submit { job, reply: tx })
+                    .is_err()
+                {
+                    unavailable()
+                } else {
+                    match rx.await {
+                        Ok(Ok(h)) => return Ok(h),
+                        Ok(Err(e)) => e,
+                        Err(_) => unavailable(),
+                    }
+                }
             }
         };
-        audit(
+        Box::pin(audit(
             &self.core,
             &principal,
             Action::new(verb::EXECUTE, plugin_name),
@@ -954,7 +983,7 @@ impl Engine {
             Err(&e.to_string()),
             Duration::ZERO,
             Metadata::new(),
-        )
+        ))
         .await;
         Err(e)
     }
@@ -1030,25 +1059,11 @@ impl Engine {
             .collect()
     }
 
-    async fn rejected(&self, job: &Job, e: Error) -> Error {
-        audit(
-            &self.core,
-            &job.request.principal,
-            Action::new(verb::EXECUTE, job.request.plugin_name.clone()),
-            Some(&job.request.resource),
-            Err(&e.to_string()),
-            Duration::ZERO,
-            Metadata::new(),
-        )
-        .await;
-        e
-    }
-
     /// Authorizes and checks a request, up to admission.
     async fn prepare(
         &self,
         mut request: ExecutionRequest,
-        revert: Option<(Arc<dyn Plugin>, Snapshot, Option<String>)>,
+        revert: Option<(Arc<dyn Plugin>, Box<Revert>)>,
     ) -> Result<Job> {
         if request.execution_id.is_empty() {
             request.execution_id = uuid::Uuid::new_v4().to_string();
@@ -1059,7 +1074,7 @@ impl Engine {
         self.authorize(&request.principal, &action, Some(&request.resource))
             .await?;
         let (plugin, revert) = match revert {
-            Some((p, snapshot, fault_id)) => (p, Some(Box::new(Revert { snapshot, fault_id }))),
+            Some((p, revert)) => (p, Some(revert)),
             None => (self.core.deps.registry.get(&request.plugin_name)?, None),
         };
         // The metadata is read at once and not kept: this future is the caller's while the
@@ -1133,7 +1148,10 @@ impl Engine {
         );
         request.labels.remove(DURATION_LABEL);
         let mut h = self
-            .submit(request, Some((plugin, snapshot, fault_id)))
+            .submit(
+                request,
+                Some((plugin, Box::new(Revert { snapshot, fault_id }))),
+            )
             .await?;
         h.wait().await
     }
