@@ -446,6 +446,10 @@ fn new_execution(
 ///
 /// An `async move` block rather than an `async fn`: the block keeps its captures in
 /// place, where an `async fn` would also copy its arguments into locals.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn's future holds its arguments twice (about 70 bytes per execution)"
+)]
 fn run_job(
     core: Arc<Core>,
     job: Box<Job>,
