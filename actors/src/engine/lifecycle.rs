@@ -246,7 +246,10 @@ impl Execution {
                 None => std::future::pending().await,
             }
         };
+        // `biased`: the main phase first (a result that is in wins), and no random number
+        // drawn at every poll.
         let stopped = tokio::select! {
+            biased;
             r = &mut main => Ok(r),
             _ = tokio::time::sleep(limit) => Err(Stop::Timeout),
             _ = self.cancel.cancelled() => Err(Stop::Canceled),

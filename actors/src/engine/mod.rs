@@ -552,9 +552,11 @@ async fn run_lifecycle(
         None => None,
     };
     let reservation = run.reservation.take().expect("an execution starts once");
+    // `biased`: in a fixed order, without drawing a random number at every poll.
     let permit = tokio::select! {
-        p = reservation.start() => p,
+        biased;
         _ = cancel.cancelled() => return Err(Error::Canceled { message: format!("execution {id} while queued") }),
+        p = reservation.start() => p,
     };
     core.table.set_status(id, ExecutionStatus::Running);
     let progress = run.progress.take();
@@ -595,6 +597,7 @@ async fn run_lifecycle(
                 execution.wait_idle().await;
             };
             tokio::select! {
+                biased;
                 r = attempts => r,
                 _ = idle_after_cancel => Err(Error::Canceled { message: format!("execution {id} between attempts") }),
             }
