@@ -62,7 +62,9 @@ pub(crate) struct Execution {
     pub plugin: Arc<dyn Plugin>,
     pub plugin_name: String,
     pub resource: Arc<Resource>,
-    /// The context every attempt starts from (its `cancel` is replaced per attempt).
+    /// The first attempt's context: its `cancel` is that attempt's token, a child of the
+    /// execution's. Later attempts, and the hooks after an attempt's main phase, run with
+    /// copies under tokens of their own.
     pub base: PluginContext,
     /// The execution's cancel token (user cancel, engine stop).
     pub cancel: CancellationToken,
@@ -218,19 +220,25 @@ impl Execution {
         if self.lease_lost.as_ref().is_some_and(|l| l.is_cancelled()) {
             return Err(self.lease_lost_error());
         }
-        let mut ctx = self.base.clone();
-        ctx.cancel = self.cancel.child_token();
+        // The first attempt runs with the execution's context itself, whose token is that
+        // attempt's; a later one with a copy under a token of its own (boxed: retries are
+        // rare, and the copy would otherwise take room in every attempt's future).
+        let copy = (n > 1).then(|| {
+            let mut ctx = self.base.clone();
+            ctx.cancel = self.cancel.child_token();
+            Box::new(ctx)
+        });
+        let ctx = copy.as_deref().unwrap_or(&self.base);
         let track = Mutex::new(Track {
             stage: "validate",
             ..Default::default()
         });
-        let outcome = self.main_or_stop(&ctx, &track, n).await;
-        // Rollback, PostExecute and Cleanup run with a context that is not canceled.
-        ctx.cancel = CancellationToken::new();
+        let outcome = self.main_or_stop(ctx, &track, n).await;
+        drop(copy);
         // Boxed: it runs once, at the end, and inline it would enlarge the attempt's future
         // for as long as the main phase runs.
         let t = track.into_inner().expect("track lock");
-        Box::pin(self.conclude(&ctx, t, outcome, start, n)).await
+        Box::pin(self.conclude(t, outcome, start, n)).await
     }
 
     /// Runs the main phase until it ends or is stopped from outside (timeout, cancel, lost
@@ -290,12 +298,15 @@ impl Execution {
     /// Cleanup once Validate passed; the attempt's result with its notes.
     async fn conclude(
         &self,
-        after: &PluginContext,
         t: Track,
         outcome: Result<()>,
         start: chrono::DateTime<Utc>,
         n: u32,
     ) -> Result<ExecutionResult> {
+        // Rollback, PostExecute and Cleanup run with a context that is not canceled.
+        let mut after = self.base.clone();
+        after.cancel = CancellationToken::new();
+        let after = &after;
         let mut notes = Metadata::new();
         if let Some(s) = &t.snapshot {
             notes.insert(
