@@ -98,7 +98,8 @@ enum Stop {
 #[derive(Default, Clone)]
 struct Track {
     validated: bool,
-    snapshot: Option<Snapshot>,
+    /// Boxed: most of the track's size otherwise, for the whole attempt, snapshot or not.
+    snapshot: Option<Box<Snapshot>>,
     fault_id: Option<String>,
     execute_called: bool,
     reverted: bool,
@@ -479,7 +480,7 @@ impl Execution {
                 .await
                 .map_err(|e| e.context(what("pre-execute")))?;
             let has = snapshot.is_some();
-            track.lock().expect("track lock").snapshot = snapshot;
+            track.lock().expect("track lock").snapshot = snapshot.map(Box::new);
             has
         };
 
@@ -501,7 +502,12 @@ impl Execution {
                 plugin: self.plugin_name.clone(),
                 node: self.node.to_string(),
                 token,
-                snapshot: track.lock().expect("track lock").snapshot.clone(),
+                snapshot: track
+                    .lock()
+                    .expect("track lock")
+                    .snapshot
+                    .as_deref()
+                    .cloned(),
                 injected_at: Utc::now(),
                 duration: self.fault_duration,
                 state: FaultState::Injected,
