@@ -23,8 +23,7 @@ use futures::future::BoxFuture;
 use ire_core::event::event_type;
 use ire_core::{
     Attempt, Error, ErrorClass, Event, EventBus, ExecutionResult, ExecutionStatus, FaultEntry,
-    FaultLedger, FaultState, FencingToken, Metadata, Plugin, PluginContext, Resource, Result,
-    Snapshot,
+    FaultLedger, FaultState, Metadata, Plugin, PluginContext, Resource, Result, Snapshot,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +57,6 @@ pub mod meta {
 /// every attempt needs once, shares the request's resource, and keeps no per-execution
 /// channel: attempts in flight are a counter with a [`Notify`].
 pub(crate) struct Execution {
-    pub id: String,
     pub plugin: Arc<dyn Plugin>,
     pub plugin_name: String,
     pub resource: Arc<Resource>,
@@ -70,8 +68,6 @@ pub(crate) struct Execution {
     pub cancel: CancellationToken,
     /// Canceled when the resource's lease is lost.
     pub lease_lost: Option<CancellationToken>,
-    pub fencing_token: Option<FencingToken>,
-    pub timeout: Duration,
     pub hook_grace: Duration,
     pub cleanup_timeout: Duration,
     pub fault_duration: Option<Duration>,
@@ -142,13 +138,18 @@ impl Attempt for LifecycleAttempt {
 }
 
 impl Execution {
+    /// The execution's id (its context's).
+    pub(crate) fn id(&self) -> &str {
+        &self.base.execution_id
+    }
+
     fn lease_lost_error(&self) -> Error {
         Error::other(
             ErrorClass::Fatal,
             format!(
                 "lease on {} lost (token {}): execution stopped and its fault reverted",
                 self.resource.key,
-                self.fencing_token.map(|t| t.0).unwrap_or_default()
+                self.base.fencing_token.map(|t| t.0).unwrap_or_default()
             ),
             None,
         )
@@ -176,14 +177,14 @@ impl Execution {
         };
         let published = bus.publish(self.event(kind));
         if let Err(e) = published.await {
-            tracing::debug!(component = "engine", execution_id = %self.id, error = %e, "event not published");
+            tracing::debug!(component = "engine", execution_id = %self.id(), error = %e, "event not published");
         }
     }
 
     fn event(&self, kind: &'static str) -> Event {
         let mut event = Event::new(kind, "engine")
             .with_resource((*self.resource).clone())
-            .with_metadata("execution_id", self.id.clone())
+            .with_metadata("execution_id", self.id().to_owned())
             .with_metadata("plugin", self.plugin_name.clone());
         for (k, v) in &self.base.labels {
             event.metadata.entry(k.clone()).or_insert_with(|| v.clone());
@@ -215,7 +216,7 @@ impl Execution {
         let start = Utc::now();
         if self.cancel.is_cancelled() {
             return Err(Error::Canceled {
-                message: format!("execution {}", self.id),
+                message: format!("execution {}", self.id()),
             });
         }
         if self.lease_lost.as_ref().is_some_and(|l| l.is_cancelled()) {
@@ -246,7 +247,7 @@ impl Execution {
     /// lease); a stopped hook gets the grace period to return, then is abandoned (never
     /// polled again).
     async fn main_or_stop(&self, ctx: &PluginContext, track: &Mutex<Track>, n: u32) -> Result<()> {
-        let limit = self.timeout + self.fault_duration.unwrap_or_default();
+        let limit = self.base.timeout + self.fault_duration.unwrap_or_default();
         let main = self.main_phase(ctx, track, n);
         tokio::pin!(main);
         let lost = async {
@@ -277,19 +278,20 @@ impl Execution {
         {
             metrics::counter!(metric_names::ENGINE_ABANDONED_HOOKS_TOTAL, "hook" => stage)
                 .increment(1);
-            tracing::warn!(component = "engine", execution_id = %self.id, hook = stage,
+            tracing::warn!(component = "engine", execution_id = %self.id(), hook = stage,
                 "plugin hook ignored cancellation for the grace period; abandoned");
         }
         Err(match stop {
             Stop::Timeout => Error::Timeout {
                 operation: format!(
                     "execution {} of plugin {} (during {stage})",
-                    self.id, self.plugin_name
+                    self.id(),
+                    self.plugin_name
                 ),
                 after: limit,
             },
             Stop::Canceled => Error::Canceled {
-                message: format!("execution {} (during {stage})", self.id),
+                message: format!("execution {} (during {stage})", self.id()),
             },
             Stop::LeaseLost => self.lease_lost_error(),
         })
@@ -318,7 +320,7 @@ impl Execution {
         if let Some(f) = &t.fault_id {
             notes.insert(meta::FAULT_ID.into(), f.clone().into());
         }
-        if let Some(tok) = self.fencing_token {
+        if let Some(tok) = self.base.fencing_token {
             notes.insert(meta::FENCING_TOKEN.into(), tok.0.into());
         }
 
@@ -338,7 +340,7 @@ impl Execution {
                     .await
                 {
                     let msg = self.redactor.redact(&e.chain_message());
-                    tracing::warn!(component = "engine", execution_id = %self.id, resource_id = %self.resource.key, error = %msg, "post-execute failed (not fatal)");
+                    tracing::warn!(component = "engine", execution_id = %self.id(), resource_id = %self.resource.key, error = %msg, "post-execute failed (not fatal)");
                     notes.insert(meta::POST_EXECUTE_ERROR.into(), msg.into());
                 }
             }
@@ -368,7 +370,7 @@ impl Execution {
                 .await
             {
                 let msg = self.redactor.redact(&e.chain_message());
-                tracing::warn!(component = "engine", execution_id = %self.id, resource_id = %self.resource.key, error = %msg, "cleanup failed");
+                tracing::warn!(component = "engine", execution_id = %self.id(), resource_id = %self.resource.key, error = %msg, "cleanup failed");
                 notes.insert(meta::CLEANUP_ERROR.into(), msg.into());
             }
         }
@@ -384,7 +386,7 @@ impl Execution {
         n: u32,
         notes: &Metadata,
     ) -> ExecutionResult {
-        let mut r = ExecutionResult::finished(&self.id, status, start);
+        let mut r = ExecutionResult::finished(self.id(), status, start);
         r.attempts = n;
         r.metadata = notes.clone();
         r
@@ -435,13 +437,13 @@ impl Execution {
                 }
             };
             if let Err(e) = settled {
-                tracing::error!(component = "engine", execution_id = %self.id, fault_id = id, error = %e, "ledger not updated after revert");
+                tracing::error!(component = "engine", execution_id = %self.id(), fault_id = id, error = %e, "ledger not updated after revert");
             }
         }
         match &r {
             Ok(()) => self.publish(event_type::FAULT_REVERTED).await,
             Err(e) => {
-                tracing::error!(component = "engine", execution_id = %self.id, resource_id = %self.resource.key,
+                tracing::error!(component = "engine", execution_id = %self.id(), resource_id = %self.resource.key,
                     error = %self.redactor.redact(&e.chain_message()), "rollback failed; cleanup still runs");
             }
         }
@@ -488,14 +490,14 @@ impl Execution {
         // exists, so that another node can revert it if this one dies.
         if let (Some(ledger), Some(token), true, true) = (
             &self.ledger,
-            self.fencing_token,
+            self.base.fencing_token,
             has_snapshot,
             self.plugin.supports_rollback(),
         ) {
-            let id = format!("{}-{attempt}", self.id);
+            let id = format!("{}-{attempt}", self.id());
             let entry = FaultEntry {
                 id: id.clone(),
-                execution_id: self.id.clone(),
+                execution_id: self.id().to_owned(),
                 campaign: self.base.labels.get("campaign").cloned(),
                 step: self.base.labels.get("step").cloned(),
                 resource: self.resource.key.clone(),
@@ -516,7 +518,7 @@ impl Execution {
             recorded.await.map_err(|e| {
                 e.context(format!(
                     "recording the fault of execution {} in the ledger",
-                    self.id
+                    self.id()
                 ))
             })?;
             track.lock().expect("track lock").fault_id = Some(id);
@@ -529,7 +531,7 @@ impl Execution {
         match self.plugin.execute(ctx, &self.resource).await {
             Ok(()) => {}
             Err(e) if e.is_ignorable() => {
-                tracing::debug!(component = "engine", execution_id = %self.id, error = %e, "execute: nothing to do");
+                tracing::debug!(component = "engine", execution_id = %self.id(), error = %e, "execute: nothing to do");
             }
             Err(e) => return Err(e.context(what("execute"))),
         }

@@ -415,15 +415,12 @@ fn new_execution(
     ctx.span = tracing::Span::current();
     ctx.labels = request.labels.clone();
     Arc::new(Execution {
-        id: request.execution_id.clone(),
         plugin: job.plugin.clone(),
         plugin_name: request.plugin_name.clone(),
         resource: request.resource.clone(),
-        timeout: ctx.timeout,
         base: ctx,
         cancel: run.cancel.clone(),
         lease_lost: lease.map(|l| l.lost().clone()),
-        fencing_token: lease.map(|l| l.token()),
         hook_grace,
         cleanup_timeout,
         fault_duration,
