@@ -2,7 +2,7 @@
 //! and the ledger record), and 1,000 / 10,000 concurrent executions of a plugin that
 //! sleeps 200 ms (wall time beyond the 200 ms, peak RSS).
 //!
-//! Run: `cargo run --release -p ire-actors --example bench_engine [all|overhead|tasks-N|batch-N]`
+//! Run: `cargo run --release -p ire-actors --example bench_engine [all|overhead|concurrent|tasks-N|batch-N]`
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -226,11 +226,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // `bench_engine [all|overhead|tasks-N|batch-N]`: a single concurrent case in a fresh
+    // `bench_engine [all|overhead|concurrent|tasks-N|batch-N]`: a single concurrent case in a fresh
     // process measures its own peak RSS, not the high-water mark of earlier phases.
     let only = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     rt.block_on(async {
-        if only != "all" && only != "overhead" {
+        if only != "all" && only != "overhead" && only != "concurrent" {
             let wide = node(false, 10_000, 20_000, 1_000).await;
             println!(
                 "Load average: {}, RSS before: {:.1} MiB",
@@ -250,32 +250,35 @@ fn main() {
             return;
         }
         println!("Load average at start: {}", load_average());
-        println!();
-        println!("Engine overhead (sequential executions, in-process, 2 worker threads)");
-        println!();
-        println!(
-            "| {:<44} | {:>6} | {:>9} | {:>9} | {:>9} | {:>8} |",
-            "case", "n", "p50 us", "p99 us", "exec/s", "peak MiB"
-        );
-        println!(
-            "|{}|{}|{}|{}|{}|{}|",
-            "-".repeat(46),
-            "-".repeat(8),
-            "-".repeat(11),
-            "-".repeat(11),
-            "-".repeat(11),
-            "-".repeat(10)
-        );
-        let plain = node(false, 64, 4096, 100).await;
-        overhead("no-op plugin, no lock", &plain, "noop", 20_000).await;
-        let locked = node(true, 64, 4096, 100).await;
-        overhead(
-            "no-op fault, in-memory lock + ledger record",
-            &locked,
-            "noop-fault",
-            20_000,
-        )
-        .await;
+        // `concurrent`: the four concurrent cases in one process, without the overhead cases.
+        if only != "concurrent" {
+            println!();
+            println!("Engine overhead (sequential executions, in-process, 2 worker threads)");
+            println!();
+            println!(
+                "| {:<44} | {:>6} | {:>9} | {:>9} | {:>9} | {:>8} |",
+                "case", "n", "p50 us", "p99 us", "exec/s", "peak MiB"
+            );
+            println!(
+                "|{}|{}|{}|{}|{}|{}|",
+                "-".repeat(46),
+                "-".repeat(8),
+                "-".repeat(11),
+                "-".repeat(11),
+                "-".repeat(11),
+                "-".repeat(10)
+            );
+            let plain = node(false, 64, 4096, 100).await;
+            overhead("no-op plugin, no lock", &plain, "noop", 20_000).await;
+            let locked = node(true, 64, 4096, 100).await;
+            overhead(
+                "no-op fault, in-memory lock + ledger record",
+                &locked,
+                "noop-fault",
+                20_000,
+            )
+            .await;
+        }
         println!();
         println!("Concurrent executions (concurrency limit 10,000, no lock)");
         println!();
