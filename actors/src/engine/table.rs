@@ -67,20 +67,28 @@ impl ExecutionTable {
     }
 
     pub(crate) fn set_status(&self, id: &str, status: ExecutionStatus) {
-        let mut i = self.inner.lock().expect("table lock");
-        let Some(e) = i.entries.get_mut(id) else {
-            return;
-        };
-        let was_terminal = e.status.is_terminal();
-        e.status = status;
-        if status.is_terminal() && !was_terminal {
-            i.finished.push_back(id.to_owned());
-            while i.finished.len() > self.retain {
-                if let Some(old) = i.finished.pop_front() {
-                    i.entries.remove(&old);
+        // Forgotten executions are dropped after the lock is released: dropping an entry
+        // frees its id and key and takes its cancellation token out of the engine's root
+        // token (another lock), which admissions and other executions should not wait for.
+        let mut forgotten = None;
+        {
+            let mut i = self.inner.lock().expect("table lock");
+            let Some(e) = i.entries.get_mut(id) else {
+                return;
+            };
+            let was_terminal = e.status.is_terminal();
+            e.status = status;
+            // One more finished execution, so at most one to forget (`retain` is fixed).
+            if status.is_terminal() && !was_terminal {
+                i.finished.push_back(id.to_owned());
+                if i.finished.len() > self.retain {
+                    if let Some(old) = i.finished.pop_front() {
+                        forgotten = i.entries.remove_entry(&old);
+                    }
                 }
             }
         }
+        drop(forgotten);
     }
 
     pub(crate) fn set_progress(&self, update: ProgressUpdate) {
@@ -142,5 +150,39 @@ impl ExecutionTable {
             .values()
             .filter(|e| !e.status.is_terminal())
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(t: &ExecutionTable, id: &str) {
+        let key = ResourceKey::new("fake", ["web"]).unwrap();
+        t.insert(id, CancellationToken::new(), SecretRedactor::new(), key)
+            .unwrap();
+    }
+
+    #[test]
+    fn only_the_latest_finished_executions_are_retained() {
+        let t = ExecutionTable::new(2);
+        for id in ["a", "b", "c", "live"] {
+            insert(&t, id);
+        }
+        t.set_status("live", ExecutionStatus::Running);
+        for id in ["a", "b", "c"] {
+            t.set_status(id, ExecutionStatus::Success);
+        }
+        assert!(
+            t.status("a").is_err(),
+            "the oldest finished one is forgotten"
+        );
+        assert_eq!(t.status("b").unwrap(), ExecutionStatus::Success);
+        assert_eq!(t.status("c").unwrap(), ExecutionStatus::Success);
+        assert_eq!(t.status("live").unwrap(), ExecutionStatus::Running);
+        assert_eq!(t.live(), 1);
+        // A second terminal status is not a second finish.
+        t.set_status("c", ExecutionStatus::Failed);
+        assert_eq!(t.status("b").unwrap(), ExecutionStatus::Success);
     }
 }
