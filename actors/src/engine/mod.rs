@@ -42,7 +42,7 @@ use ire_core::{
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message, SpawnErr};
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -245,7 +245,30 @@ pub struct EngineState {
     root: CancellationToken,
     /// Every execution of this incarnation reports progress here; one task forwards it.
     progress: mpsc::Sender<ProgressUpdate>,
-    _guard: DropGuard,
+    guard: IncarnationGuard,
+}
+
+/// Cancels the incarnation's executions when its state goes away, a crash included.
+///
+/// Executions have tokens of their own rather than children of `root`: a child token is
+/// added to and removed from its parent under the parent's lock, which 10,000 executions
+/// starting and ending at once would all contend for. Stopping goes through the table instead.
+struct IncarnationGuard {
+    root: CancellationToken,
+    core: Arc<Core>,
+}
+
+impl IncarnationGuard {
+    fn cancel(&self) {
+        self.root.cancel();
+        self.core.table.cancel_live();
+    }
+}
+
+impl Drop for IncarnationGuard {
+    fn drop(&mut self) {
+        self.cancel();
+    }
 }
 
 /// The engine actor.
@@ -272,7 +295,10 @@ impl Actor for EngineActor {
             .tasks
             .spawn(forward_progress(self.core.clone(), rx));
         Ok(EngineState {
-            _guard: root.clone().drop_guard(),
+            guard: IncarnationGuard {
+                root: root.clone(),
+                core: self.core.clone(),
+            },
             root,
             progress,
         })
@@ -284,7 +310,7 @@ impl Actor for EngineActor {
         state: &mut Self::State,
     ) -> std::result::Result<(), ActorProcessingErr> {
         // A graceful stop: cancel what runs and wait (bounded) for rollback and cleanup.
-        state.root.cancel();
+        state.guard.cancel();
         let timeout = self
             .core
             .config
@@ -338,7 +364,7 @@ impl EngineActor {
     fn admit(&self, job: Box<Job>, state: &EngineState) -> Result<ExecutionHandle> {
         let reservation = self.core.pool.reserve()?;
         let request = &job.request;
-        let cancel = state.root.child_token();
+        let cancel = CancellationToken::new();
         let redactor = SecretRedactor::new();
         self.core.table.insert(
             &request.execution_id,

@@ -68,8 +68,8 @@ impl ExecutionTable {
 
     pub(crate) fn set_status(&self, id: &str, status: ExecutionStatus) {
         // Forgotten executions are dropped after the lock is released: dropping an entry
-        // frees its id and key and takes its cancellation token out of the engine's root
-        // token (another lock), which admissions and other executions should not wait for.
+        // frees its id, key and cancellation token, which admissions and other executions
+        // should not wait for.
         let mut forgotten = None;
         {
             let mut i = self.inner.lock().expect("table lock");
@@ -126,6 +126,14 @@ impl ExecutionTable {
             .get(id)
             .map(|e| e.progress.as_deref().cloned())
             .ok_or_else(|| Error::not_found("execution", id))
+    }
+
+    /// Cancels every live execution (the engine stopped or crashed under them).
+    pub(crate) fn cancel_live(&self) {
+        let i = self.inner.lock().expect("table lock");
+        for e in i.entries.values().filter(|e| !e.status.is_terminal()) {
+            e.cancel.cancel();
+        }
     }
 
     /// Cancels a live execution; a finished one is left as it is.
