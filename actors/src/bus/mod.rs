@@ -16,7 +16,7 @@
 //!
 //! A published event is allocated once and shared (`Arc`) by every subscriber that matches;
 //! the filters are evaluated by the publisher, so a subscriber is only woken for events it
-//! wants. Each subscriber's buffer is a fixed lock-free queue with its waker ([`buffer`]),
+//! wants. Each subscriber's buffer is a fixed lock-free queue with its waker (`bus/buffer.rs`),
 //! so a delivery is a reference-count increment, one compare-and-swap and a wake-up.
 
 pub mod bridge;
