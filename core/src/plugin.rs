@@ -270,6 +270,30 @@ pub enum ExecutionStatus {
 }
 
 impl ExecutionStatus {
+    /// Every status, in declaration order (`status as usize` is its position here).
+    pub const ALL: [ExecutionStatus; 7] = [
+        ExecutionStatus::Pending,
+        ExecutionStatus::Running,
+        ExecutionStatus::Success,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Timeout,
+        ExecutionStatus::Canceled,
+        ExecutionStatus::Skipped,
+    ];
+
+    /// The status's name as serialized (lowercase), for labels, logs and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Pending => "pending",
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Success => "success",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Timeout => "timeout",
+            ExecutionStatus::Canceled => "canceled",
+            ExecutionStatus::Skipped => "skipped",
+        }
+    }
+
     /// True once the execution has ended.
     pub fn is_terminal(self) -> bool {
         !matches!(self, ExecutionStatus::Pending | ExecutionStatus::Running)
@@ -503,5 +527,21 @@ pub trait Plugin: Send + Sync + 'static {
         _snapshot: &Snapshot,
     ) -> Result<()> {
         Err(Error::unsupported("rollback", self.metadata().name))
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::ExecutionStatus;
+
+    #[test]
+    fn status_names_are_the_serialized_ones_and_all_is_in_declaration_order() {
+        for (i, s) in ExecutionStatus::ALL.into_iter().enumerate() {
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::Value::from(s.as_str())
+            );
+            assert_eq!(s as usize, i, "{s:?} is out of place in ALL");
+        }
     }
 }

@@ -51,7 +51,7 @@ use crate::metric_names;
 use crate::security::{RecordingSecretProvider, RedactingEventBus, SecretRedactor};
 use crate::supervisor::{ActorSlot, ChildSpec, PingFn, SpawnedChild};
 use lifecycle::{Execution, LifecycleAttempt};
-use plugin_metrics::{status_label, EngineMetrics};
+use plugin_metrics::EngineMetrics;
 use table::ExecutionTable;
 
 /// The request label that makes a fault timed: a humantime duration (`30s`) after which the
@@ -693,7 +693,7 @@ fn finished_event(request: &ExecutionRequest, result: &ExecutionResult) -> Event
         .with_resource((*request.resource).clone())
         .with_metadata("execution_id", result.execution_id.clone())
         .with_metadata("plugin", request.plugin_name.clone())
-        .with_data("status", status_label(result.status))
+        .with_data("status", result.status.as_str())
         .with_data("attempts", result.attempts);
     if let Some(err) = &result.error {
         e = e.with_data("error", err.clone());
@@ -714,7 +714,7 @@ async fn finish(
 ) {
     let request = &job.request;
     let id = &result.execution_id;
-    let status_label = status_label(result.status);
+    let status_label = result.status.as_str();
     core.metrics
         .finished(&request.plugin_name, result.status, took.as_secs_f64());
     match &result.error {

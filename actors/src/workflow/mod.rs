@@ -325,8 +325,7 @@ pub async fn run(engine: &Engine, workflow: Workflow) -> Result<WorkflowResult> 
     } else {
         ExecutionStatus::Success
     };
-    let status_label = format!("{status:?}").to_lowercase();
-    metrics::counter!(metric_names::WORKFLOW_RUNS_TOTAL, "status" => status_label).increment(1);
+    metrics::counter!(metric_names::WORKFLOW_RUNS_TOTAL, "status" => status.as_str()).increment(1);
     Ok(WorkflowResult {
         status,
         step_results: results,

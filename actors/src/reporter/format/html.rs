@@ -34,18 +34,6 @@ pub fn esc(s: &str) -> String {
     o
 }
 
-fn status_name(s: ExecutionStatus) -> &'static str {
-    match s {
-        ExecutionStatus::Pending => "pending",
-        ExecutionStatus::Running => "running",
-        ExecutionStatus::Success => "success",
-        ExecutionStatus::Failed => "failed",
-        ExecutionStatus::Timeout => "timeout",
-        ExecutionStatus::Canceled => "canceled",
-        ExecutionStatus::Skipped => "skipped",
-    }
-}
-
 fn status_color(s: ExecutionStatus) -> &'static str {
     match s {
         ExecutionStatus::Success => "#2f9e62",
@@ -227,7 +215,7 @@ fn timeline(report: &Report) -> String {
                 "{} on {}: {} in {}{}{}{}",
                 r.plugin_name,
                 label,
-                status_name(r.status),
+                r.status.as_str(),
                 human(r.duration),
                 r.time_to_detect
                     .map(|d| format!(", detected after {}", human(d)))
@@ -374,7 +362,7 @@ impl ReportFormatter for HtmlFormatter {
                 esc(&e.plugin_name),
                 esc(if e.resource_name.is_empty() { &e.resource_id } else { &e.resource_name }),
                 status_color(e.status),
-                status_name(e.status),
+                e.status.as_str(),
                 human(e.duration),
                 e.time_to_detect.map(human).unwrap_or_else(|| "–".into()),
                 e.time_to_recover.map(human).unwrap_or_else(|| "–".into()),
