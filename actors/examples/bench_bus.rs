@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ire_actors::bus::{BusConfig, LocalEventBus};
-use ire_core::testsuite::process_stats::cpu_seconds;
 use ire_core::testsuite::process_stats::peak_rss_kib;
+use ire_core::testsuite::process_stats::{cpu_seconds, load_average};
 use ire_core::{Event, EventBus, EventFilter};
 
 const SUBSCRIBERS: usize = 16;
@@ -136,14 +136,7 @@ fn main() {
         .build()
         .unwrap();
     epoch();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "load average before the run: {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("load average before the run: {}", load_average());
     rt.block_on(async {
         // Warm-up.
         run(20_000, None, 4096).await;

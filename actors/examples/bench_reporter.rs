@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ire_actors::reporter::{stats, MemoryStorage, ReporterConfig, ReporterHandle, SledStorage};
-use ire_core::testsuite::process_stats::cpu_seconds;
 use ire_core::testsuite::process_stats::peak_rss_kib;
+use ire_core::testsuite::process_stats::{cpu_seconds, load_average};
 use ire_core::testsuite::sample_execution_record;
 use ire_core::{ExecutionQuery, ExecutionRecord, Reporter, StorageBackend};
 
@@ -49,14 +49,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "load average before the run: {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("load average before the run: {}", load_average());
     rt.block_on(async {
         println!(
             "| backend | batch size | records | seconds | records/s | records per CPU-second |"

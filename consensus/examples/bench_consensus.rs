@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ire_consensus::control::ControlClient;
+use ire_core::testsuite::process_stats::load_average;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -470,14 +471,7 @@ async fn main() {
         );
     }
 
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "load average (1, 5, 15 min) at the end: {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("load average (1, 5, 15 min) at the end: {}", load_average());
     println!(
         "fsync calibration (4 KiB write + fdatasync): p50 {}, p99 {}",
         ms(fsync_p50),

@@ -24,6 +24,7 @@ use ire_actors::lock::{LockConfig, LockManager};
 use ire_actors::registry::DefaultPluginRegistry;
 use ire_consensus::client::ConsensusClient;
 use ire_consensus::node::{RaftNode, RaftNodeConfig};
+use ire_core::testsuite::process_stats::load_average;
 use ire_core::testsuite::{FakeAdapter, PluginMetadataBuilder, ResourceBuilder};
 use ire_core::{
     EnvironmentAdapter, ExecutionEngine, ExecutionRequest, Plugin, PluginContext, PluginMetadata,
@@ -59,13 +60,6 @@ impl Plugin for NoopFault {
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".into())
 }
 
 /// p50 and p99 of a 4 KiB write + `fdatasync` in `dir`: the floor under every raft commit.

@@ -26,11 +26,12 @@ pub fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// The one-minute load average, `?` when unreadable.
+/// The 1-, 5- and 15-minute load averages (`"0.52 0.61 0.70"`), `?` when unreadable.
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
         .unwrap_or_else(|| "?".into())
 }
 
