@@ -220,6 +220,23 @@ fn granted_token(reply: &str) -> Option<u64> {
     reply.strip_prefix("granted ").and_then(|t| t.parse().ok())
 }
 
+/// One contended round: `acquire` (a control command on `key`), then the release of what it
+/// granted; true when a lease changed hands.
+async fn hand_off(
+    mut cl: ControlClient,
+    acquire: String,
+    key: &'static str,
+) -> (ControlClient, bool) {
+    let r = cl.request(&acquire).await.unwrap();
+    match granted_token(&r) {
+        Some(token) => {
+            let r = cl.request(&format!("release {key} {token}")).await.unwrap();
+            (cl, r == "ok")
+        }
+        None => (cl, false),
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let o = options();
@@ -305,21 +322,9 @@ async fn main() {
 
     // 3. 16 clients, one key: acquire (waiting in the key's queue), release on grant. The
     //    release hands the lease to the next waiter in the same commit.
-    let (n, took) = run_clients(&laddr, 16, o.secs, |c, _i, mut cl| async move {
-        let r = cl
-            .request(&format!("acquire-wait bench/contended/1 c{c} 60000 5000"))
-            .await
-            .unwrap();
-        match granted_token(&r) {
-            Some(token) => {
-                let r = cl
-                    .request(&format!("release bench/contended/1 {token}"))
-                    .await
-                    .unwrap();
-                (cl, r == "ok")
-            }
-            None => (cl, false),
-        }
+    let (n, took) = run_clients(&laddr, 16, o.secs, |c, _i, cl| {
+        let key = "bench/contended/1";
+        hand_off(cl, format!("acquire-wait {key} c{c} 60000 5000"), key)
     })
     .await;
     row(
@@ -329,21 +334,9 @@ async fn main() {
     );
 
     // 3b. The same with plain acquires: refused callers ask again at once (polling).
-    let (n, took) = run_clients(&laddr, 16, o.secs, |c, _i, mut cl| async move {
-        let r = cl
-            .request(&format!("acquire bench/contended/2 c{c} 60000"))
-            .await
-            .unwrap();
-        match granted_token(&r) {
-            Some(token) => {
-                let r = cl
-                    .request(&format!("release bench/contended/2 {token}"))
-                    .await
-                    .unwrap();
-                (cl, r == "ok")
-            }
-            None => (cl, false),
-        }
+    let (n, took) = run_clients(&laddr, 16, o.secs, |c, _i, cl| {
+        let key = "bench/contended/2";
+        hand_off(cl, format!("acquire {key} c{c} 60000"), key)
     })
     .await;
     row(
