@@ -12,6 +12,8 @@
 //!
 //! Run: `cargo run --release -p ire-node --example bench_engine_consensus [-- <executions>]`
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -19,11 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use common::single_node;
 use ire_actors::engine::{Engine, EngineConfig, EngineDeps};
 use ire_actors::lock::{LockConfig, LockManager};
 use ire_actors::registry::DefaultPluginRegistry;
 use ire_consensus::client::ConsensusClient;
-use ire_consensus::node::{RaftNode, RaftNodeConfig};
 use ire_core::testsuite::process_stats::load_average;
 use ire_core::testsuite::{FakeAdapter, PluginMetadataBuilder, ResourceBuilder};
 use ire_core::{
@@ -78,25 +80,6 @@ fn fsync_calibration(dir: &Path) -> (Duration, Duration) {
     let _ = std::fs::remove_file(path);
     samples.sort();
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
-}
-
-fn free_addr() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local address")
-}
-
-async fn single_node(dir: &Path) -> RaftNode {
-    // Production settings: default store options (flush before acknowledging an append) and
-    // default raft timings.
-    let config = RaftNodeConfig::new(1, free_addr(), dir.join("raft"), "bench-cookie");
-    let node = RaftNode::start(config).await.expect("start the raft node");
-    node.bootstrap().await.expect("bootstrap");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while node.leader() != Some(1) {
-        assert!(Instant::now() < deadline, "no leader within 30 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    node
 }
 
 async fn engine(client: ConsensusClient, adapter: FakeAdapter) -> Engine {

@@ -7,12 +7,14 @@
 //! The same records and batch size as `actors/examples/bench_reporter.rs`, so the row sits
 //! next to the memory and sled rows of `docs/benchmarks.md`.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::single_node;
 use ire_actors::reporter::{ReporterConfig, ReporterHandle};
 use ire_consensus::client::ConsensusClient;
-use ire_consensus::node::{RaftNode, RaftNodeConfig};
 use ire_core::testsuite::process_stats::peak_rss_kib;
 use ire_core::testsuite::process_stats::{cpu_seconds, load_average};
 use ire_core::testsuite::sample_execution_record;
@@ -30,24 +32,7 @@ fn main() {
     println!("load average before the run: {}", load_average());
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let listen = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let node = RaftNode::start(RaftNodeConfig::new(
-            1,
-            listen,
-            dir.path().join("raft"),
-            "bench-cookie",
-        ))
-        .await
-        .unwrap();
-        node.bootstrap().await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while node.leader().is_none() {
-            assert!(Instant::now() < deadline, "no leader in 10 s");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let node = single_node(dir.path()).await;
         let storage: Arc<dyn StorageBackend> = Arc::new(ConsensusClient::new(node.clone()));
         let (reporter, _join) = ReporterHandle::spawn(
             storage,
