@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -292,17 +292,8 @@ pub struct WorkflowResult {
 #[derive(Debug, Clone)]
 pub struct ExecutionHandle {
     execution_id: String,
-    result: Outcome,
+    result: Arc<ResultSlot>,
     cancel: CancellationToken,
-}
-
-/// Where a handle finds the result.
-#[derive(Debug, Clone)]
-enum Outcome {
-    /// Any engine's channel.
-    Watch(watch::Receiver<Option<ExecutionResult>>),
-    /// A [`ResultSender`]'s slot.
-    Slot(Arc<ResultSlot>),
 }
 
 const PENDING: u8 = 0;
@@ -371,19 +362,6 @@ impl Drop for ResultSender {
 }
 
 impl ExecutionHandle {
-    /// A handle on `result`, canceled through `cancel`.
-    pub fn new(
-        execution_id: impl Into<String>,
-        result: watch::Receiver<Option<ExecutionResult>>,
-        cancel: CancellationToken,
-    ) -> Self {
-        ExecutionHandle {
-            execution_id: execution_id.into(),
-            result: Outcome::Watch(result),
-            cancel,
-        }
-    }
-
     /// A handle canceled through `cancel`, and the sender that delivers its result.
     pub fn with_sender(
         execution_id: impl Into<String>,
@@ -396,7 +374,7 @@ impl ExecutionHandle {
         });
         let handle = ExecutionHandle {
             execution_id: execution_id.into(),
-            result: Outcome::Slot(slot.clone()),
+            result: slot.clone(),
             cancel,
         };
         (ResultSender { slot }, handle)
@@ -409,16 +387,9 @@ impl ExecutionHandle {
 
     /// Waits for the result.
     pub async fn wait(&mut self) -> Result<ExecutionResult> {
-        let result = match &mut self.result {
-            Outcome::Watch(rx) => rx
-                .wait_for(Option::is_some)
-                .await
-                .ok()
-                .and_then(|r| r.clone()),
-            Outcome::Slot(slot) => match slot.settled().await {
-                true => slot.result.lock().expect("result lock").clone(),
-                false => None,
-            },
+        let result = match self.result.settled().await {
+            true => self.result.result.lock().expect("result lock").clone(),
+            false => None,
         };
         result.ok_or_else(|| Error::Canceled {
             message: format!("execution {} ended without a result", self.execution_id),
@@ -432,22 +403,12 @@ impl ExecutionHandle {
 
     /// True once the result is in.
     pub fn is_done(&self) -> bool {
-        match &self.result {
-            Outcome::Watch(rx) => rx.borrow().is_some(),
-            Outcome::Slot(slot) => slot.state.load(Ordering::Acquire) == DONE,
-        }
+        self.result.state.load(Ordering::Acquire) == DONE
     }
 
     /// Resolves when the execution is done.
     pub async fn done(&mut self) {
-        match &mut self.result {
-            Outcome::Watch(rx) => {
-                let _ = rx.wait_for(Option::is_some).await;
-            }
-            Outcome::Slot(slot) => {
-                slot.settled().await;
-            }
-        }
+        self.result.settled().await;
     }
 }
 

@@ -428,8 +428,9 @@ impl ExecutionEngine for FakeEngine {
     async fn execute_async(&self, request: ExecutionRequest) -> Result<ExecutionHandle> {
         let id = request.execution_id.clone();
         let result = self.execute(request).await?;
-        let (_tx, rx) = tokio::sync::watch::channel(Some(result));
-        Ok(ExecutionHandle::new(id, rx, Default::default()))
+        let (tx, handle) = ExecutionHandle::with_sender(id, Default::default());
+        tx.send(result);
+        Ok(handle)
     }
     async fn execute_workflow(&self, workflow: Workflow) -> Result<WorkflowResult> {
         let start = Utc::now();
