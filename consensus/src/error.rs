@@ -14,6 +14,17 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    /// The data directory holds the single-database layout of earlier builds (`sled/`),
+    /// which this build does not read.
+    #[error(
+        "the data directory {path} holds an earlier build's single sled database (`sled/`); \
+         this build keeps the raft log in `raft-log/` and the state machine in `state/`: \
+         move the directory aside and let the node rejoin (it catches up from the cluster)"
+    )]
+    OldLayout {
+        /// The data directory.
+        path: PathBuf,
+    },
     /// A sled operation failed.
     #[error("store {op} failed: {source}")]
     Sled {

@@ -598,7 +598,8 @@ impl RaftNode {
             last_applied: m.last_applied.map(|l| l.index),
             snapshot: m.snapshot.map(|l| l.index),
             log_entries: self.inner.log.len(),
-            disk_bytes: self.inner.log.disk_size().unwrap_or(0),
+            disk_bytes: self.inner.log.disk_size().unwrap_or(0)
+                + self.inner.sm.disk_size().unwrap_or(0),
             voters: voters.into_iter().collect(),
             learners,
             peers: self.inner.transport.peers().await,
@@ -622,6 +623,7 @@ impl RaftNode {
         self.inner.proposer.stop();
         self.inner.transport.shutdown().await;
         let _ = self.inner.sm.flush().await;
+        let _ = self.inner.log.flush().await;
     }
 
     /// Sends a request to the leader (serving it locally when this node leads), following

@@ -1,6 +1,6 @@
 //! The store across restarts and bad snapshots: what was flushed is there after reopening;
 //! an interrupted snapshot install is completed at open; a truncated or corrupt snapshot is
-//! refused and changes nothing.
+//! refused and changes nothing; a data directory in an earlier build's layout is refused.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
@@ -179,7 +179,7 @@ async fn an_interrupted_snapshot_install_is_completed_when_the_store_reopens() {
     // Simulate a crash in the middle of the install: the marker is set and a data tree
     // is half written.
     {
-        let db = sled::open(follower.path().join("sled")).unwrap();
+        let db = sled::open(follower.path().join(store::STATE_DB_DIR)).unwrap();
         db.open_tree("sm_meta")
             .unwrap()
             .insert("installing", &[])
@@ -218,4 +218,30 @@ async fn purge_and_truncate_keep_what_they_must() {
         .map(|e| e.log_id.index)
         .collect();
     assert_eq!(got, (26..=35).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_data_directory_in_the_single_database_layout_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let old = sled::open(dir.path().join("sled")).unwrap();
+        old.insert("vote", &[1u8]).unwrap();
+        old.flush().unwrap();
+    }
+    let Err(err) = store::open(dir.path(), StoreOptions::default()) else {
+        panic!("an old layout was opened");
+    };
+    let message = err.to_string();
+    assert!(
+        matches!(err, ire_consensus::error::StoreError::OldLayout { .. }),
+        "{message}"
+    );
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("move the directory aside"), "{message}");
+    // Nothing was created beside the old database.
+    assert!(!dir.path().join(store::LOG_DB_DIR).exists());
+    assert!(!dir.path().join(store::STATE_DB_DIR).exists());
 }

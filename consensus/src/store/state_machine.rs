@@ -118,6 +118,14 @@ impl StateMachineStore {
         &self.inner.dir
     }
 
+    /// Bytes the state machine's sled database occupies on disk.
+    pub fn disk_size(&self) -> StoreResult<u64> {
+        self.inner
+            .db
+            .size_on_disk()
+            .map_err(StoreError::sled("size on disk"))
+    }
+
     /// Flushes the database to disk (for an orderly shutdown).
     pub async fn flush(&self) -> StoreResult<()> {
         self.inner
@@ -228,10 +236,11 @@ impl StateMachineStore {
         };
         let path = snapshot::file_of(&self.inner.dir, &meta.snapshot_id);
         let rows = snapshot::export(&self.inner.tables, &meta, view.clock()?, &path)?;
-        // The state machine on disk must be at least as new as any snapshot, since the log
-        // below the snapshot may be purged once it exists.
-        self.inner.db.flush().map_err(StoreError::sled("flush"))?;
         self.set_current(&meta, &path, false)?;
+        // The state machine on disk, and the record of this snapshot, must be at least as new
+        // as the snapshot before openraft purges the log below it. The log is another
+        // database, so its purge is not ordered after these writes: flush them now.
+        self.inner.db.flush().map_err(StoreError::sled("flush"))?;
         tracing::info!(component = "consensus", snapshot = %meta.snapshot_id, rows, "snapshot built");
         Ok((meta, path))
     }
