@@ -8,8 +8,11 @@
 //!
 //! Clients speak the control line protocol to the leader's process (one TCP connection per
 //! client, one request in flight per connection), so every figure includes a loopback round
-//! trip and the line protocol. Prints an fsync calibration (4 KiB write + fdatasync) first:
-//! raft commits are bounded by it, and this machine's disk speed varies from run to run.
+//! trip and the line protocol; the single-client loop is also run inside the leader's and a
+//! follower's node (`bench-locks`), through the client API the node's actors use. Prints an
+//! fsync calibration (4 KiB write + fdatasync) and a transport calibration (an empty
+//! ractor_cluster call) beside the table: a commit is bounded by two serialized flushes and
+//! one round trip, and this machine's disk speed varies from run to run.
 //!
 //! With `BENCH_NODE_LOGS=<dir>` the nodes' logs go to `<dir>/n<id>.log` (filtered by
 //! `RUST_LOG`, which the nodes inherit) instead of being discarded.
@@ -183,6 +186,16 @@ async fn status(node: &Node) -> serde_json::Value {
     serde_json::from_str(s.trim_start_matches("ok ")).unwrap_or_default()
 }
 
+/// Sends one control request and parses the JSON after its `ok`.
+async fn control_json(addr: &str, request: &str) -> serde_json::Value {
+    let mut c = ControlClient::connect(addr).await.unwrap();
+    let reply = c.request(request).await.unwrap();
+    let json = reply
+        .strip_prefix("ok ")
+        .unwrap_or_else(|| panic!("{request}: {reply}"));
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{request}: {e}: {reply}"))
+}
+
 /// Runs `clients` loops of `op` for `secs`, returning the number of successful operations.
 async fn run_clients<F, Fut>(addr: &str, clients: usize, secs: u64, op: F) -> (u64, Duration)
 where
@@ -267,14 +280,15 @@ async fn main() {
     let leader = &nodes[0];
     assert_eq!(status(leader).await["leader"].as_u64(), Some(1));
     let laddr = leader.control.clone();
+    let rtt = control_json(&laddr, "rpc-ping 2 2000").await;
 
     let mut rows: Vec<(String, String, String)> = Vec::new();
     let mut row =
         |what: &str, figure: String, target: &str| rows.push((what.into(), figure, target.into()));
 
-    // 1. One client: acquire + release latency.
+    // 1. One client: acquire + release latency, over the control protocol from this process.
     let mut c = ControlClient::connect(&laddr).await.unwrap();
-    let mut lat = Vec::new();
+    let (mut pairs, mut acquires, mut releases) = (Vec::new(), Vec::new(), Vec::new());
     let lat_end = Instant::now() + Duration::from_secs(o.secs);
     let mut i = 0u64;
     while Instant::now() < lat_end {
@@ -284,25 +298,53 @@ async fn main() {
             .await
             .unwrap();
         let token = granted_token(&r).unwrap_or_else(|| panic!("{r}"));
+        let acquired = Instant::now();
         let r = c
             .request(&format!("release bench/lat/{} {token}", i % 64))
             .await
             .unwrap();
         assert_eq!(r, "ok");
-        lat.push(t.elapsed());
+        let done = Instant::now();
+        pairs.push(done - t);
+        acquires.push(acquired - t);
+        releases.push(done - acquired);
         i += 1;
     }
-    lat.sort();
+    for v in [&mut pairs, &mut acquires, &mut releases] {
+        v.sort();
+    }
+    let p50_p99 =
+        |v: &[Duration]| format!("{} / {}", ms(percentile(v, 0.5)), ms(percentile(v, 0.99)));
     row(
         "acquire+release, 1 client: p50",
-        ms(percentile(&lat, 0.5)),
+        ms(percentile(&pairs, 0.5)),
         "<= 1 ms",
     );
     row(
         "acquire+release, 1 client: p99",
-        ms(percentile(&lat, 0.99)),
+        ms(percentile(&pairs, 0.99)),
         "<= 5 ms",
     );
+    row("  acquire alone: p50 / p99", p50_p99(&acquires), "report");
+    row("  release alone: p50 / p99", p50_p99(&releases), "report");
+    // The same loop inside a node, through the client API the node's actors use: on the
+    // leader, and on a follower (each write forwarded to the leader).
+    let pairs_in_node = (o.secs * 400).max(200);
+    for (who, node) in [("leader", &nodes[0]), ("follower", &nodes[1])] {
+        let f = control_json(&node.control, &format!("bench-locks {pairs_in_node}")).await;
+        let us =
+            |part: &str, q: &str| format!("{:.3} ms", f[part][q].as_f64().unwrap_or(0.0) / 1000.0);
+        row(
+            &format!("acquire+release in the {who}'s node: p50 / p99"),
+            format!("{} / {}", us("pair", "p50_us"), us("pair", "p99_us")),
+            "report",
+        );
+        row(
+            &format!("  acquire / release alone in the {who}'s node: p50"),
+            format!("{} / {}", us("acquire", "p50_us"), us("release", "p50_us")),
+            "report",
+        );
+    }
 
     // 2. 64 clients, distinct keys.
     let (n, took) = run_clients(&laddr, 64, o.secs, |c, i, mut cl| async move {
@@ -471,17 +513,22 @@ async fn main() {
         ms(fsync_p99)
     );
     println!(
+        "transport calibration (empty ractor_cluster call, leader -> node 2, idle cluster): p50 {:.3} ms, p99 {:.3} ms",
+        rtt["p50_us"].as_f64().unwrap_or(0.0) / 1000.0,
+        rtt["p99_us"].as_f64().unwrap_or(0.0) / 1000.0
+    );
+    println!(
         "leader log after the ledger run: {} entries, snapshot at {}, last applied {}",
         st["log_entries"], st["snapshot"], st["last_applied"]
     );
     println!();
     println!(
-        "| {:<52} | {:<44} | {:<10} |",
+        "| {:<56} | {:<44} | {:<10} |",
         "measure", "result", "target"
     );
-    println!("|{}|{}|{}|", "-".repeat(54), "-".repeat(46), "-".repeat(12));
+    println!("|{}|{}|{}|", "-".repeat(58), "-".repeat(46), "-".repeat(12));
     for (w, f, t) in &rows {
-        println!("| {w:<52} | {f:<44} | {t:<10} |");
+        println!("| {w:<56} | {f:<44} | {t:<10} |");
     }
     for n in nodes.iter_mut() {
         let _ = n.child.start_kill();

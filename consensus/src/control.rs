@@ -19,8 +19,10 @@
 //! | `status` | `ok <json NodeStatus>` |
 //! | `add-learner <id> <addr>` / `promote <id>` / `remove <id>` | `ok` |
 //! | `send-bad <peer-id>` | `ok <json list of the peer's answers to bad frames>` |
+//! | `rpc-ping <peer-id> <count>` | `ok {"p50_us":..,"p99_us":..}`: transport round trips to the peer |
+//! | `bench-locks <count>` | `ok {"pairs":..,"pair":{..},"acquire":{..},"release":{..}}`: acquire + release pairs through this node's client API |
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ire_core::{
@@ -33,7 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::client::ConsensusClient;
 use crate::node::RaftNode;
 use crate::transport::frame::{RequestFrame, FRAME_VERSION};
-use crate::transport::{NodeId, RpcKind};
+use crate::transport::{NodeId, RaftTransport as _, RpcKind};
 
 /// Serves the control protocol on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, node: RaftNode) {
@@ -204,6 +206,30 @@ async fn run(client: &ConsensusClient, w: &[&str]) -> Result<String, Error> {
             client.remove_node(num(w, 1, "node id")?).await?;
             Ok("ok".into())
         }
+        "rpc-ping" => {
+            let peer: NodeId = num(w, 1, "peer id")?;
+            let count = num(w, 2, "count")?.clamp(1, 1_000_000);
+            let mut took = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let t = Instant::now();
+                client
+                    .node()
+                    .transport()
+                    .call(peer, RpcKind::Ping, Vec::new(), Duration::from_secs(1))
+                    .await
+                    .map_err(|e| Error::unavailable(format!("ping of node {peer}"), e))?;
+                took.push(t.elapsed());
+            }
+            Ok(format!(
+                "ok {}",
+                serde_json::json!(Percentiles::of(&mut took))
+            ))
+        }
+        "bench-locks" => {
+            let count = num(w, 1, "count")?.clamp(1, 1_000_000);
+            let figures = bench_locks(client, count).await?;
+            Ok(format!("ok {}", serde_json::json!(figures)))
+        }
         "send-bad" => {
             let peer: NodeId = num(w, 1, "peer id")?;
             let answers = send_bad_frames(client.node(), peer).await;
@@ -269,6 +295,68 @@ async fn send_bad_frames(node: &RaftNode, peer: NodeId) -> Vec<String> {
         out.push(format!("{name}: {answer}"));
     }
     out
+}
+
+/// The 50th and 99th percentiles of some durations, in microseconds.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Percentiles {
+    p50_us: u64,
+    p99_us: u64,
+}
+
+impl Percentiles {
+    fn of(samples: &mut [Duration]) -> Self {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let i = ((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1));
+            samples.get(i).map_or(0, |d| d.as_micros() as u64)
+        };
+        Self {
+            p50_us: at(0.50),
+            p99_us: at(0.99),
+        }
+    }
+}
+
+/// What `bench-locks` measures: acquire + release pairs through this node's client API, and
+/// each of the two operations alone.
+#[derive(Debug, serde::Serialize)]
+struct LockFigures {
+    pairs: u64,
+    pair: Percentiles,
+    acquire: Percentiles,
+    release: Percentiles,
+}
+
+/// `count` acquire + release pairs on 64 keys, one at a time, through the same client API the
+/// node's actors use (forwarded to the leader when this node follows).
+async fn bench_locks(client: &ConsensusClient, count: u64) -> Result<LockFigures, Error> {
+    let (mut pair, mut acquire, mut release) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..count {
+        let key: ResourceKey = format!("bench/locks/{}", i % 64).parse()?;
+        let start = Instant::now();
+        let grant = match client
+            .acquire(&key, "bench-locks", Duration::from_secs(60))
+            .await?
+        {
+            LockOutcome::Granted(g) => g,
+            LockOutcome::Held { holder, .. } => {
+                return Err(Error::invalid("key", format!("{key} is held by {holder}")))
+            }
+        };
+        let acquired = Instant::now();
+        client.release(&key, grant.token).await?;
+        let done = Instant::now();
+        acquire.push(acquired - start);
+        release.push(done - acquired);
+        pair.push(done - start);
+    }
+    Ok(LockFigures {
+        pairs: count,
+        pair: Percentiles::of(&mut pair),
+        acquire: Percentiles::of(&mut acquire),
+        release: Percentiles::of(&mut release),
+    })
 }
 
 /// A connection to a node's control port.
