@@ -232,3 +232,121 @@ async fn operator_hold_is_a_clear_conflict() {
     );
     assert!(p.tokens.lock().unwrap().is_empty());
 }
+
+/// A manager whose own polling would take far longer than the test's deadlines: whatever
+/// is granted in time was handed over by the lock service's wait.
+fn slow_polling_manager(service: &Arc<MemoryLockService>) -> ire_actors::lock::LockManager {
+    ire_actors::lock::LockManager::new(
+        service.clone(),
+        LockConfig {
+            ttl: Duration::from_secs(30),
+            poll_initial: Duration::from_secs(60),
+            poll_max: Duration::from_secs(60),
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_acquire_is_handed_the_lease_by_the_release_not_by_polling() {
+    let service = Arc::new(MemoryLockService::new());
+    let manager = slow_polling_manager(&service);
+    manager.spawn().await.unwrap();
+    let key: ire_core::ResourceKey = "docker/shop/db/1".parse().unwrap();
+    let first = match service
+        .acquire(&key, "someone-else", Duration::from_secs(30))
+        .await
+        .unwrap()
+    {
+        LockOutcome::Granted(g) => g,
+        held => panic!("{held:?}"),
+    };
+    let waiter = {
+        let (manager, key) = (manager.clone(), key.clone());
+        tokio::spawn(async move {
+            manager
+                .acquire(
+                    &key,
+                    "exec-2",
+                    Duration::from_secs(120),
+                    &tokio_util::sync::CancellationToken::new(),
+                )
+                .await
+        })
+    };
+    // The waiter has made its first attempt (and found the key held) once it waits.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "the waiter did not wait");
+    service.release(&key, first.token).await.unwrap();
+    let guard = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the release did not reach the waiter (it would have polled after 60 s)")
+        .unwrap()
+        .expect("acquire");
+    assert!(guard.token() > first.token);
+    let info = service.lock_info(&key).await.unwrap();
+    assert_eq!(info.lease.map(|l| l.holder).as_deref(), Some("exec-2"));
+    manager.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canceled_waiter_returns_at_once_and_a_late_grant_is_given_back() {
+    let service = Arc::new(MemoryLockService::new());
+    let manager = slow_polling_manager(&service);
+    manager.spawn().await.unwrap();
+    let key: ire_core::ResourceKey = "docker/shop/db/1".parse().unwrap();
+    let first = match service
+        .acquire(&key, "someone-else", Duration::from_secs(30))
+        .await
+        .unwrap()
+    {
+        LockOutcome::Granted(g) => g,
+        held => panic!("{held:?}"),
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let waiter = {
+        let (manager, key, cancel) = (manager.clone(), key.clone(), cancel.clone());
+        tokio::spawn(async move {
+            manager
+                .acquire(&key, "exec-2", Duration::from_secs(120), &cancel)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cancel.cancel();
+    let err = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("a canceled waiter kept waiting")
+        .unwrap()
+        .expect_err("a canceled waiter got the lease");
+    assert!(
+        matches!(err.root(), ire_core::Error::Canceled { .. }),
+        "{err}"
+    );
+    // The actor's wait in the service is still under way: the release hands it the lease,
+    // and with nobody to take it the actor gives it back.
+    service.release(&key, first.token).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the late grant was given back",
+        || async {
+            let info = service.lock_info(&key).await.ok()?;
+            info.lease.is_none().then_some(())
+        },
+    )
+    .await;
+    assert!(manager.held().await.unwrap_or_default().is_empty());
+    // It was granted (the service's tokens are sequential: the next one skips its grant).
+    match service
+        .acquire(&key, "third", Duration::from_secs(30))
+        .await
+        .unwrap()
+    {
+        LockOutcome::Granted(g) => assert_eq!(
+            g.token.0,
+            first.token.0 + 2,
+            "the canceled waiter's actor was never handed the lease"
+        ),
+        held => panic!("{held:?}"),
+    }
+    manager.stop().await;
+}

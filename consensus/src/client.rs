@@ -183,23 +183,6 @@ impl ConsensusClient {
         self.read(|v, now| v.locks(now)).await
     }
 
-    /// Acquires `key`, waiting up to `wait` in the key's queue while it is leased: the lease
-    /// is handed over by the holder's release in one commit (see
-    /// [`RaftNode::acquire_wait`]). `Held` when the wait ends without the lease.
-    pub async fn acquire_wait(
-        &self,
-        key: &ResourceKey,
-        holder: &str,
-        ttl: Duration,
-        wait: Duration,
-    ) -> Result<LockOutcome> {
-        non_empty("holder", holder)?;
-        self.node
-            .acquire_wait(key, holder, ttl, wait)
-            .await
-            .map_err(|e| Error::from(e).context("consensus acquire-or-wait"))
-    }
-
     // ----- Membership and status -----
 
     /// Adds a node as a learner and waits until it has caught up.
@@ -254,6 +237,22 @@ impl LockService for ConsensusClient {
             Response::Lock(outcome) => Ok(outcome),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Waits in the key's replicated queue: the holder's release (or the lease's lapse) hands
+    /// the lease to the first waiter in the same commit (see [`RaftNode::acquire_wait`]).
+    async fn acquire_wait(
+        &self,
+        key: &ResourceKey,
+        holder: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockOutcome> {
+        non_empty("holder", holder)?;
+        self.node
+            .acquire_wait(key, holder, ttl, wait)
+            .await
+            .map_err(|e| Error::from(e).context("consensus acquire-or-wait"))
     }
 
     async fn renew(

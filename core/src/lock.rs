@@ -80,6 +80,17 @@ pub struct OperatorHold {
 pub trait LockService: Send + Sync + 'static {
     /// Takes the lease for `ttl` if it is free, expired, or already the holder's.
     async fn acquire(&self, key: &ResourceKey, holder: &str, ttl: Duration) -> Result<LockOutcome>;
+    /// Takes the lease like [`LockService::acquire`], but while another holder has it, waits
+    /// up to `wait` for it to be released or to lapse, then answers `Held`. Under an operator
+    /// hold it answers `Held` at once (a hold has no end to wait for). The replicated service
+    /// queues the caller, and the holder's release hands the lease over in the same commit.
+    async fn acquire_wait(
+        &self,
+        key: &ResourceKey,
+        holder: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockOutcome>;
     /// Extends a lease; fails with `Conflict` if the token is not the current one or expired.
     async fn renew(
         &self,

@@ -85,6 +85,15 @@ async fn suites_catch_a_broken_implementation() {
             // Every caller is treated as the same holder, so nobody is ever refused.
             self.0.acquire(key, "everyone", ttl).await
         }
+        async fn acquire_wait(
+            &self,
+            key: &ResourceKey,
+            holder: &str,
+            ttl: Duration,
+            _wait: Duration,
+        ) -> Result<LockOutcome> {
+            self.acquire(key, holder, ttl).await
+        }
         async fn renew(
             &self,
             k: &ResourceKey,

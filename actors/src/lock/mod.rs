@@ -20,12 +20,17 @@ use tokio_util::task::TaskTracker;
 use crate::metric_names;
 use crate::supervisor::{ActorSlot, ChildSpec, PingFn, SpawnedChild};
 
+/// The longest single wait handed to the lock service; a longer wait is several rounds.
+const MAX_WAIT_ROUND: Duration = Duration::from_secs(1);
+
 /// How leases are taken and kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockConfig {
     /// A lease's time to live; renewed every `ttl / 3`.
     pub ttl: Duration,
-    /// The first wait between tries while the lease is held by someone else.
+    /// The first wait between tries while the lease is held by someone else, when the lock
+    /// service cannot queue the caller itself (both services here can: see
+    /// [`LockService::acquire_wait`]).
     pub poll_initial: Duration,
     /// The longest wait between tries.
     pub poll_max: Duration,
@@ -43,12 +48,15 @@ impl Default for LockConfig {
 
 /// Messages of the resource-lock actor.
 pub enum ResourceLockMessage {
-    /// Tries once to take a lease.
+    /// Takes a lease, waiting up to `wait` while someone else holds it (see
+    /// [`LockService::acquire_wait`]).
     Acquire {
         /// The resource.
         key: ResourceKey,
         /// Who will hold it.
         holder: String,
+        /// How long to wait for a holder's release (zero: try once).
+        wait: Duration,
         /// The answer.
         reply: oneshot::Sender<Result<Acquired>>,
     },
@@ -173,11 +181,21 @@ impl Actor for ResourceLockActor {
     ) -> std::result::Result<(), ActorProcessingErr> {
         let service = self.args.service.clone();
         match message {
-            ResourceLockMessage::Acquire { key, holder, reply } => {
+            ResourceLockMessage::Acquire {
+                key,
+                holder,
+                wait,
+                reply,
+            } => {
                 let ttl = self.args.config.ttl;
                 let me = myself.clone();
                 state.tasks.spawn(async move {
-                    match service.acquire(&key, &holder, ttl).await {
+                    let outcome = if wait.is_zero() {
+                        service.acquire(&key, &holder, ttl).await
+                    } else {
+                        service.acquire_wait(&key, &holder, ttl, wait).await
+                    };
+                    match outcome {
                         Ok(LockOutcome::Granted(grant)) => {
                             // The actor died between the grant and tracking it: give the
                             // lease back rather than leave it until it expires.
@@ -512,20 +530,35 @@ impl LockManager {
         let deadline = start + wait;
         let mut delay = self.args.config.poll_initial;
         loop {
+            let tried = tokio::time::Instant::now();
+            // The service waits for the holder's release (in rounds, so that a canceled
+            // caller leaves the key's queue soon); between rounds, and with a service that
+            // answered at once, this loop polls with a growing delay.
+            let round = deadline
+                .saturating_duration_since(tried)
+                .min(MAX_WAIT_ROUND);
             let attempt = match self.slot.get() {
                 Ok(actor) => {
                     let (tx, rx) = oneshot::channel();
                     match actor.cast(ResourceLockMessage::Acquire {
                         key: key.clone(),
                         holder: holder.to_owned(),
+                        wait: round,
                         reply: tx,
                     }) {
-                        Ok(()) => rx.await.unwrap_or_else(|_| {
-                            Err(Error::Unavailable {
-                                message: "the resource-lock actor stopped during an acquire".into(),
-                                source: None,
-                            })
-                        }),
+                        // A grant that arrives after the caller left is released by the
+                        // actor (its answer has no receiver any more).
+                        Ok(()) => tokio::select! {
+                            r = rx => r.unwrap_or_else(|_| {
+                                Err(Error::Unavailable {
+                                    message: "the resource-lock actor stopped during an acquire".into(),
+                                    source: None,
+                                })
+                            }),
+                            _ = cancel.cancelled() => return Err(Error::Canceled {
+                                message: format!("waiting for the lease on {key}"),
+                            }),
+                        },
                         Err(_) => Err(Error::Unavailable {
                             message: "the resource-lock actor is not running".into(),
                             source: None,
@@ -567,9 +600,12 @@ impl LockManager {
                     ),
                 });
             }
+            // The poll delay counts from the start of the attempt: a service that waited has
+            // already spent it.
+            let pause = delay.saturating_sub(now - tried).min(deadline - now);
             tokio::select! {
                 _ = cancel.cancelled() => return Err(Error::Canceled { message: format!("waiting for the lease on {key}") }),
-                _ = tokio::time::sleep(delay.min(deadline - now)) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
             delay = (delay * 2).min(self.args.config.poll_max);
         }

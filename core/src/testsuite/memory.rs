@@ -34,7 +34,13 @@ struct LockTable {
 pub struct MemoryLockService {
     table: Arc<Mutex<LockTable>>,
     clock: Clock,
+    /// Woken by every release, so that waiting acquires try again at once.
+    released: Arc<tokio::sync::Notify>,
 }
+
+/// How often a waiting acquire looks again without a release (a lease that lapses on the
+/// service's clock wakes nobody).
+const LAPSE_POLL: Duration = Duration::from_millis(20);
 
 impl Default for MemoryLockService {
     fn default() -> Self {
@@ -53,6 +59,7 @@ impl MemoryLockService {
         MemoryLockService {
             table: Arc::default(),
             clock,
+            released: Arc::default(),
         }
     }
 
@@ -98,6 +105,33 @@ impl LockService for MemoryLockService {
         Ok(LockOutcome::Granted(grant))
     }
 
+    async fn acquire_wait(
+        &self,
+        key: &ResourceKey,
+        holder: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockOutcome> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before trying, so that a release in between is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let outcome = self.acquire(key, holder, ttl).await?;
+            let now = tokio::time::Instant::now();
+            match outcome {
+                LockOutcome::Held { until: Some(_), .. } if now < deadline => {
+                    tokio::select! {
+                        _ = released => {}
+                        _ = tokio::time::sleep_until(deadline.min(now + LAPSE_POLL)) => {}
+                    }
+                }
+                done => return Ok(done),
+            }
+        }
+    }
+
     async fn renew(
         &self,
         key: &ResourceKey,
@@ -129,6 +163,7 @@ impl LockService for MemoryLockService {
         match t.leases.get(key) {
             Some(l) if l.token == token => {
                 t.leases.remove(key);
+                self.released.notify_waiters();
                 Ok(())
             }
             _ => Err(Error::Conflict {
@@ -152,6 +187,7 @@ impl LockService for MemoryLockService {
 
     async fn unhold(&self, key: &ResourceKey) -> Result<()> {
         self.table.lock().unwrap().holds.remove(key);
+        self.released.notify_waiters();
         Ok(())
     }
 

@@ -126,6 +126,55 @@ pub async fn lock_conformance(locks: &dyn LockService, prefix: &str, short_ttl: 
     );
     locks.release(&c, g5.token).await.unwrap();
 
+    // A waiting acquire is handed the lease when the holder releases it during the wait.
+    let d = key("d");
+    let g6 = granted(
+        locks.acquire(&d, "exec-6", long).await.unwrap(),
+        "free key d",
+    );
+    let (waited, released) = tokio::join!(
+        locks.acquire_wait(&d, "exec-7", long, Duration::from_secs(20)),
+        async {
+            // Released once the waiter is (very likely) waiting; either order must work.
+            tokio::time::sleep(short_ttl / 4).await;
+            locks.release(&d, g6.token).await
+        }
+    );
+    released.expect("release while another waits");
+    let g7 = granted(waited.expect("acquire_wait"), "a wait through a release");
+    assert_eq!(g7.holder, "exec-7", "the lease went to the wrong holder");
+    assert!(
+        g7.token > g6.token,
+        "[p98] a handed-over token did not grow"
+    );
+    // A wait that runs out answers who holds the key.
+    match locks
+        .acquire_wait(&d, "exec-8", long, short_ttl / 2)
+        .await
+        .expect("acquire_wait on a held key")
+    {
+        LockOutcome::Held { holder, until } => {
+            assert_eq!(holder, "exec-7", "[p73] held by the wrong holder");
+            assert!(until.is_some(), "[p73] a lease's expiry is not reported");
+        }
+        LockOutcome::Granted(_) => panic!("[p73] a waiter was granted a key still leased"),
+    }
+    locks.release(&d, g7.token).await.unwrap();
+    // An operator hold is answered at once, not waited out.
+    locks.hold(&d, "alice", "maintenance").await.unwrap();
+    let held = tokio::time::timeout(
+        Duration::from_secs(10),
+        locks.acquire_wait(&d, "exec-9", long, Duration::from_secs(60)),
+    )
+    .await
+    .expect("a wait under an operator hold did not answer at once")
+    .unwrap();
+    assert!(
+        matches!(held, LockOutcome::Held { until: None, .. }),
+        "an operator hold was not reported as such: {held:?}"
+    );
+    locks.unhold(&d).await.unwrap();
+
     // Bad input is refused.
     assert!(
         locks.acquire(&c, "", long).await.is_err(),
