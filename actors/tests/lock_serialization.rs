@@ -246,20 +246,29 @@ fn slow_polling_manager(service: &Arc<MemoryLockService>) -> ire_actors::lock::L
     )
 }
 
+/// Takes the free `key` for `holder` straight from the service.
+async fn lease_for(
+    service: &MemoryLockService,
+    key: &ire_core::ResourceKey,
+    holder: &str,
+) -> ire_core::LeaseGrant {
+    match service
+        .acquire(key, holder, Duration::from_secs(30))
+        .await
+        .unwrap()
+    {
+        LockOutcome::Granted(g) => g,
+        held => panic!("{held:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_acquire_is_handed_the_lease_by_the_release_not_by_polling() {
     let service = Arc::new(MemoryLockService::new());
     let manager = slow_polling_manager(&service);
     manager.spawn().await.unwrap();
     let key: ire_core::ResourceKey = "docker/shop/db/1".parse().unwrap();
-    let first = match service
-        .acquire(&key, "someone-else", Duration::from_secs(30))
-        .await
-        .unwrap()
-    {
-        LockOutcome::Granted(g) => g,
-        held => panic!("{held:?}"),
-    };
+    let first = lease_for(&service, &key, "someone-else").await;
     let waiter = {
         let (manager, key) = (manager.clone(), key.clone());
         tokio::spawn(async move {
@@ -294,14 +303,7 @@ async fn a_canceled_waiter_returns_at_once_and_a_late_grant_is_given_back() {
     let manager = slow_polling_manager(&service);
     manager.spawn().await.unwrap();
     let key: ire_core::ResourceKey = "docker/shop/db/1".parse().unwrap();
-    let first = match service
-        .acquire(&key, "someone-else", Duration::from_secs(30))
-        .await
-        .unwrap()
-    {
-        LockOutcome::Granted(g) => g,
-        held => panic!("{held:?}"),
-    };
+    let first = lease_for(&service, &key, "someone-else").await;
     let cancel = tokio_util::sync::CancellationToken::new();
     let waiter = {
         let (manager, key, cancel) = (manager.clone(), key.clone(), cancel.clone());
@@ -322,31 +324,18 @@ async fn a_canceled_waiter_returns_at_once_and_a_late_grant_is_given_back() {
         matches!(err.root(), ire_core::Error::Canceled { .. }),
         "{err}"
     );
-    // The actor's wait in the service is still under way: the release hands it the lease,
-    // and with nobody to take it the actor gives it back.
+    // The actor's wait in the service is still under way: the release hands it the lease
+    // (a second grant), and with nobody to take it the actor gives it back.
     service.release(&key, first.token).await.unwrap();
     eventually(
         Duration::from_secs(10),
         "the late grant was given back",
         || async {
             let info = service.lock_info(&key).await.ok()?;
-            info.lease.is_none().then_some(())
+            (service.grants() == 2 && info.lease.is_none()).then_some(())
         },
     )
     .await;
     assert!(manager.held().await.unwrap_or_default().is_empty());
-    // It was granted (the service's tokens are sequential: the next one skips its grant).
-    match service
-        .acquire(&key, "third", Duration::from_secs(30))
-        .await
-        .unwrap()
-    {
-        LockOutcome::Granted(g) => assert_eq!(
-            g.token.0,
-            first.token.0 + 2,
-            "the canceled waiter's actor was never handed the lease"
-        ),
-        held => panic!("{held:?}"),
-    }
     manager.stop().await;
 }

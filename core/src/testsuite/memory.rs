@@ -63,6 +63,11 @@ impl MemoryLockService {
         }
     }
 
+    /// How many leases it has granted so far (tokens are this count, in order).
+    pub fn grants(&self) -> u64 {
+        self.table.lock().unwrap().last_token
+    }
+
     fn ttl(ttl: Duration) -> Result<chrono::Duration> {
         if ttl.is_zero() {
             return Err(Error::invalid("ttl", "must be positive"));
