@@ -45,6 +45,11 @@ use error::{from_bollard, is_not_modified};
 /// The environment name the adapter reports.
 pub const ENVIRONMENT: &str = "docker";
 
+/// How long pause and resume wait for the daemon to report the new state.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often they look.
+const SETTLE_POLL: Duration = Duration::from_millis(10);
+
 /// Drives the containers of one Docker daemon.
 pub struct DockerAdapter {
     name: String,
@@ -164,6 +169,37 @@ impl DockerAdapter {
             .inspect_container(&r, None)
             .await
             .map_err(|e| from_bollard(e, "resource", id))
+    }
+
+    /// Waits until the daemon reports the container (un)paused. The daemon answers the API
+    /// call once containerd froze or thawed the cgroup, but records the new state from
+    /// containerd's event a moment later: an inspect right after the call may still show the
+    /// old one.
+    async fn settle_paused(&self, r: &str, id: &str, paused: bool) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let state = self
+                .docker()?
+                .inspect_container(r, None)
+                .await
+                .map_err(|e| from_bollard(e, "resource", id))?
+                .state;
+            if state.as_ref().and_then(|s| s.paused) == Some(paused) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unavailable {
+                    message: format!(
+                        "the docker daemon accepted the {} of {id} but still reports it {} after {:?}",
+                        if paused { "pause" } else { "resume" },
+                        if paused { "running" } else { "paused" },
+                        SETTLE_TIMEOUT
+                    ),
+                    source: None,
+                });
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+        }
     }
 
     /// The daemon's clock now, as the `secs.nanos` Docker's `since` takes.
@@ -574,7 +610,8 @@ impl SignalControl for DockerAdapter {
             self.docker()?
                 .pause_container(&r)
                 .await
-                .map_err(|e| from_bollard(e, "resource", id))
+                .map_err(|e| from_bollard(e, "resource", id))?;
+            self.settle_paused(&r, id, true).await
         })
         .await
     }
@@ -585,7 +622,8 @@ impl SignalControl for DockerAdapter {
             self.docker()?
                 .unpause_container(&r)
                 .await
-                .map_err(|e| from_bollard(e, "resource", id))
+                .map_err(|e| from_bollard(e, "resource", id))?;
+            self.settle_paused(&r, id, false).await
         })
         .await
     }
