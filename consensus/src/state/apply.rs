@@ -107,23 +107,6 @@ pub struct Applied {
     pub handoffs: Vec<LeaseGrant>,
 }
 
-/// After a plain acquire changed `before` into `row`: when a new lease went to a queued
-/// waiter rather than to the caller, that waiter is told.
-fn note_handoff(
-    before: &LockRow,
-    row: &LockRow,
-    caller: &str,
-    key: &ResourceKey,
-    handoffs: &mut Vec<LeaseGrant>,
-) {
-    let old = before.lease.as_ref().map(|l| l.token);
-    if let Some(lease) = row.lease.as_ref().filter(|l| Some(l.token) != old) {
-        if lease.holder != caller {
-            handoffs.push(lease.grant(key));
-        }
-    }
-}
-
 /// A command's answer, with a refusal logged and turned into [`Response::Rejected`].
 fn answer_of(command: &Command, index: u64, answer: Result<Response, Rejection>) -> Response {
     answer.unwrap_or_else(|rejection| {
@@ -225,13 +208,14 @@ fn apply_command(
     Ok(match cmd {
         Command::Acquire { key, holder, ttl } => {
             let mut row = tx.lock_row(key)?;
-            let before = row.clone();
             match locks::acquire(&mut row, key, holder, *ttl, now, seq) {
-                Ok(outcome) => {
-                    if row != before {
-                        note_handoff(&before, &row, holder, key, handoffs);
+                Ok((outcome, handed)) => {
+                    // A refused acquire that handed nothing over changed at most the lapsed
+                    // waiters, which every replica drops again at the next command: no write.
+                    if handed.is_some() || matches!(outcome, ire_core::LockOutcome::Granted(_)) {
                         tx.put_lock(key, &row)?;
                     }
+                    handoffs.extend(handed);
                     Ok(Response::Lock(outcome))
                 }
                 Err(r) => Err(r),

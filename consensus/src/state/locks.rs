@@ -162,7 +162,8 @@ fn check_text(field: &str, value: &str) -> Result<(), Rejection> {
 
 /// Acquire: granted when the key is free, expired or released; renewed (same token) when
 /// `holder` already holds it; otherwise held by the current holder or the operator hold.
-/// A free key with waiters goes to the first of them, not to a caller that did not queue.
+/// A free key with waiters goes to the first of them, not to a caller that did not queue:
+/// that hand-off's grant is returned beside the caller's outcome, so the waiter can be told.
 pub fn acquire(
     row: &mut LockRow,
     key: &ResourceKey,
@@ -170,11 +171,11 @@ pub fn acquire(
     ttl: Duration,
     now: DateTime<Utc>,
     token: u64,
-) -> Result<LockOutcome, Rejection> {
+) -> Result<(LockOutcome, Option<LeaseGrant>), Rejection> {
     check_text("acquire.holder", holder)?;
     check_ttl("acquire.ttl", ttl)?;
-    hand_off(row, key, now, token);
-    grant_or_refuse(row, key, holder, ttl, now, token)
+    let handed = hand_off(row, key, now, token);
+    Ok((grant_or_refuse(row, key, holder, ttl, now, token)?, handed))
 }
 
 /// The rules of acquire once any hand-off is done.
@@ -456,6 +457,18 @@ mod tests {
         Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
     }
 
+    /// [`acquire`] for the checks that do not look at hand-offs.
+    fn acquire_only(
+        row: &mut LockRow,
+        key: &ResourceKey,
+        holder: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+        token: u64,
+    ) -> Result<LockOutcome, Rejection> {
+        acquire(row, key, holder, ttl, now, token).map(|(outcome, _)| outcome)
+    }
+
     const TTL: Duration = Duration::from_secs(10);
 
     fn granted(o: LockOutcome) -> LeaseGrant {
@@ -468,7 +481,7 @@ mod tests {
     #[test]
     fn free_key_is_granted_with_the_log_index_as_token() {
         let mut row = LockRow::default();
-        let g = granted(acquire(&mut row, &key(), "a", TTL, t(0), 7).unwrap());
+        let g = granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 7).unwrap());
         assert_eq!(g.token, FencingToken(7));
         assert_eq!(g.expires_at, t(10));
         assert_eq!(g.holder, "a");
@@ -477,9 +490,9 @@ mod tests {
     #[test]
     fn held_key_answers_holder_and_until() {
         let mut row = LockRow::default();
-        acquire(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
+        acquire_only(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
         let before = row.clone();
-        let o = acquire(&mut row, &key(), "b", TTL, t(5), 8).unwrap();
+        let o = acquire_only(&mut row, &key(), "b", TTL, t(5), 8).unwrap();
         assert_eq!(
             o,
             LockOutcome::Held {
@@ -493,8 +506,8 @@ mod tests {
     #[test]
     fn reacquire_by_the_holder_renews_and_keeps_the_token() {
         let mut row = LockRow::default();
-        acquire(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
-        let g = granted(acquire(&mut row, &key(), "a", TTL, t(5), 9).unwrap());
+        acquire_only(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
+        let g = granted(acquire_only(&mut row, &key(), "a", TTL, t(5), 9).unwrap());
         assert_eq!(g.token, FencingToken(7));
         assert_eq!(g.expires_at, t(15));
     }
@@ -502,9 +515,9 @@ mod tests {
     #[test]
     fn expired_lease_is_granted_to_another_with_a_larger_token() {
         let mut row = LockRow::default();
-        acquire(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
+        acquire_only(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
         // Exactly at expiry the lease is over.
-        let g = granted(acquire(&mut row, &key(), "b", TTL, t(10), 12).unwrap());
+        let g = granted(acquire_only(&mut row, &key(), "b", TTL, t(10), 12).unwrap());
         assert_eq!(g.token, FencingToken(12));
         assert_eq!(g.holder, "b");
     }
@@ -512,7 +525,7 @@ mod tests {
     #[test]
     fn renew_with_wrong_token_is_refused_and_changes_nothing() {
         let mut row = LockRow::default();
-        acquire(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
+        acquire_only(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
         let before = row.clone();
         let e = renew(&mut row, &key(), FencingToken(6), TTL, t(1)).unwrap_err();
         assert!(matches!(
@@ -528,7 +541,7 @@ mod tests {
     #[test]
     fn renew_after_expiry_is_refused() {
         let mut row = LockRow::default();
-        acquire(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
+        acquire_only(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
         let e = renew(&mut row, &key(), FencingToken(7), TTL, t(11)).unwrap_err();
         assert_eq!(
             e,
@@ -543,7 +556,7 @@ mod tests {
     #[test]
     fn renew_extends_from_the_stamped_time() {
         let mut row = LockRow::default();
-        acquire(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
+        acquire_only(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
         let g = renew(&mut row, &key(), FencingToken(7), TTL, t(9)).unwrap();
         assert_eq!(g.expires_at, t(19));
         assert_eq!(g.token, FencingToken(7));
@@ -552,7 +565,7 @@ mod tests {
     #[test]
     fn release_only_with_the_right_token() {
         let mut row = LockRow::default();
-        acquire(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
+        acquire_only(&mut row, &key(), "a", TTL, t(0), 7).unwrap();
         let before = row.clone();
         assert!(release(&mut row, &key(), FencingToken(8), t(1), 8).is_err());
         assert_eq!(row, before);
@@ -566,7 +579,7 @@ mod tests {
         // The released lease cannot be renewed.
         assert!(renew(&mut row, &key(), FencingToken(7), TTL, t(2)).is_err());
         // And the key is free again.
-        let g = granted(acquire(&mut row, &key(), "b", TTL, t(2), 9).unwrap());
+        let g = granted(acquire_only(&mut row, &key(), "b", TTL, t(2), 9).unwrap());
         assert_eq!(g.token, FencingToken(9));
         // The old token no longer releases anything.
         assert!(release(&mut row, &key(), FencingToken(7), t(3), 10).is_err());
@@ -577,11 +590,12 @@ mod tests {
         let mut row = LockRow::default();
         hold(&mut row, "alice", "maintenance", t(0)).unwrap();
         for (i, h) in ["a", "b", "alice"].iter().enumerate() {
-            let o = acquire(&mut row, &key(), h, TTL, t(100 + i as i64), 5 + i as u64).unwrap();
+            let o =
+                acquire_only(&mut row, &key(), h, TTL, t(100 + i as i64), 5 + i as u64).unwrap();
             assert!(matches!(o, LockOutcome::Held { until: None, .. }), "{o:?}");
         }
         assert_eq!(unhold(&mut row, &key(), t(150), 19), Ok(None));
-        granted(acquire(&mut row, &key(), "a", TTL, t(200), 20).unwrap());
+        granted(acquire_only(&mut row, &key(), "a", TTL, t(200), 20).unwrap());
         assert_eq!(
             unhold(&mut row, &key(), t(201), 21).unwrap_err(),
             Rejection::NotOnHold { key: key() }
@@ -591,11 +605,12 @@ mod tests {
     #[test]
     fn bad_input_is_refused_with_the_field_named() {
         let mut row = LockRow::default();
-        let e = acquire(&mut row, &key(), "", TTL, t(0), 1).unwrap_err();
+        let e = acquire_only(&mut row, &key(), "", TTL, t(0), 1).unwrap_err();
         assert!(e.to_string().contains("acquire.holder"), "{e}");
-        let e = acquire(&mut row, &key(), "a", Duration::ZERO, t(0), 1).unwrap_err();
+        let e = acquire_only(&mut row, &key(), "a", Duration::ZERO, t(0), 1).unwrap_err();
         assert!(e.to_string().contains("acquire.ttl"), "{e}");
-        let e = acquire(&mut row, &key(), "a", Duration::from_secs(90_000), t(0), 1).unwrap_err();
+        let e =
+            acquire_only(&mut row, &key(), "a", Duration::from_secs(90_000), t(0), 1).unwrap_err();
         assert!(e.to_string().contains("maximum"), "{e}");
         let e = hold(&mut row, "", "x", t(0)).unwrap_err();
         assert!(e.to_string().contains("hold.by"), "{e}");
@@ -614,7 +629,7 @@ mod tests {
     #[test]
     fn release_hands_the_lease_to_waiters_in_order_with_growing_tokens() {
         let mut row = LockRow::default();
-        let a = granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        let a = granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
         for (i, h) in ["b", "c", "d"].iter().enumerate() {
             let (o, handed) =
                 acquire_or_wait(&mut row, &key(), h, TTL, WAIT, t(1), 11 + i as u64).unwrap();
@@ -625,7 +640,7 @@ mod tests {
         let (o, _) = acquire_or_wait(&mut row, &key(), "c", TTL, WAIT, t(2), 14).unwrap();
         assert_eq!(queued(o), 1);
         // A plain acquire does not jump the queue.
-        let o = acquire(&mut row, &key(), "x", TTL, t(2), 15).unwrap();
+        let o = acquire_only(&mut row, &key(), "x", TTL, t(2), 15).unwrap();
         assert!(
             matches!(o, LockOutcome::Held { ref holder, .. } if holder == "a"),
             "{o:?}"
@@ -650,7 +665,7 @@ mod tests {
     #[test]
     fn a_waiter_whose_wait_lapsed_is_skipped() {
         let mut row = LockRow::default();
-        let a = granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        let a = granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
         acquire_or_wait(&mut row, &key(), "b", TTL, Duration::from_secs(5), t(1), 11).unwrap();
         acquire_or_wait(&mut row, &key(), "c", TTL, WAIT, t(2), 12).unwrap();
         // b stopped waiting at t(6): c is next.
@@ -669,7 +684,7 @@ mod tests {
     #[test]
     fn a_lapsed_lease_goes_to_the_first_waiter_at_the_next_command() {
         let mut row = LockRow::default();
-        granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
         acquire_or_wait(&mut row, &key(), "b", TTL, WAIT, t(1), 11).unwrap();
         acquire_or_wait(&mut row, &key(), "c", TTL, WAIT, t(2), 12).unwrap();
         // a's lease lapsed at t(10) without a release; c asks again at t(11).
@@ -687,9 +702,27 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_acquire_of_a_lapsed_key_hands_it_to_the_first_waiter_and_says_so() {
+        let mut row = LockRow::default();
+        granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        acquire_or_wait(&mut row, &key(), "b", TTL, WAIT, t(1), 11).unwrap();
+        // a's lease lapsed at t(10); x did not queue.
+        let (o, handed) = acquire(&mut row, &key(), "x", TTL, t(11), 12).unwrap();
+        let b = handed.expect("b is handed the lease");
+        assert_eq!((b.holder.as_str(), b.token), ("b", FencingToken(12)));
+        assert!(
+            matches!(o, LockOutcome::Held { ref holder, .. } if holder == "b"),
+            "{o:?}"
+        );
+        // Nothing to hand over while the lease is live.
+        let (_, handed) = acquire(&mut row, &key(), "y", TTL, t(12), 13).unwrap();
+        assert_eq!(handed, None);
+    }
+
+    #[test]
     fn cancelling_after_the_hand_off_returns_the_lease() {
         let mut row = LockRow::default();
-        let a = granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        let a = granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
         acquire_or_wait(&mut row, &key(), "b", TTL, WAIT, t(1), 11).unwrap();
         release(&mut row, &key(), a.token, t(2), 12).unwrap();
         let (mine, handed) = cancel_wait(&mut row, &key(), "b", t(3), 13);
@@ -700,7 +733,7 @@ mod tests {
     #[test]
     fn no_queue_behind_an_operator_hold_and_unhold_serves_the_queue() {
         let mut row = LockRow::default();
-        let a = granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        let a = granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
         acquire_or_wait(&mut row, &key(), "b", TTL, WAIT, t(1), 11).unwrap();
         hold(&mut row, "op", "maintenance", t(2)).unwrap();
         let (o, _) = acquire_or_wait(&mut row, &key(), "c", TTL, WAIT, t(3), 12).unwrap();
@@ -717,7 +750,7 @@ mod tests {
     #[test]
     fn bad_wait_is_refused_and_the_queue_is_bounded() {
         let mut row = LockRow::default();
-        granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
         let e = acquire_or_wait(&mut row, &key(), "b", TTL, Duration::ZERO, t(1), 11).unwrap_err();
         assert!(e.to_string().contains("acquire.wait"), "{e}");
         for i in 0..MAX_WAITERS {
@@ -741,7 +774,7 @@ mod tests {
             hold: Option<OperatorHold>,
         }
         let mut row = LockRow::default();
-        granted(acquire(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
         let old = encode(
             "lock row",
             &V1 {
@@ -814,7 +847,7 @@ mod tests {
                         false
                     }
                     Op::Acquire(h, ttl) => {
-                        acquire(&mut row, &key(), &format!("h{h}"), Duration::from_secs(ttl as u64), now, index).is_err()
+                        acquire_only(&mut row, &key(), &format!("h{h}"), Duration::from_secs(ttl as u64), now, index).is_err()
                     }
                     Op::AcquireOrWait(h, ttl, w) => {
                         let wait = Duration::from_secs(w as u64);
