@@ -241,17 +241,20 @@ impl Actor for RaftRpcActor {
     ) -> Result<(), ActorProcessingErr> {
         let (kind, bytes, reply) = message.into_parts();
         match kind {
-            // Served here, without a task of their own: a leader sends one append-entries
-            // at a time to each follower, and a ping needs no handler. This saves a task hop
-            // on every replication round trip.
-            RpcKind::AppendEntries | RpcKind::Ping => {
+            // A ping needs no handler: answered here, it measures the link, not the node.
+            RpcKind::Ping => {
                 let out = serve_frame(shared, kind, bytes).await;
                 let _ = reply.send(out);
             }
-            // Votes, snapshot chunks and forwarded requests may wait (for raft's core, a
-            // disk write or a commit): each runs in its own task so that appends and
-            // heartbeats are never held up behind them.
-            RpcKind::Vote | RpcKind::InstallSnapshot | RpcKind::Forward => {
+            // Everything else may wait for raft's core (an append waits for the follower's
+            // flush, and for a snapshot install the core is busy with): each runs in its own
+            // task, so that pings are never held up behind them and the connection manager
+            // does not take a busy peer for a silent one. openraft orders what needs ordering
+            // per peer.
+            RpcKind::AppendEntries
+            | RpcKind::Vote
+            | RpcKind::InstallSnapshot
+            | RpcKind::Forward => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let out = serve_frame(&shared, kind, bytes).await;
