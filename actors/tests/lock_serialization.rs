@@ -246,6 +246,16 @@ fn slow_polling_manager(service: &Arc<MemoryLockService>) -> ire_actors::lock::L
     )
 }
 
+/// Waits until `n` callers wait in the service's `acquire_wait`.
+async fn waiting_in_service(service: &MemoryLockService, n: usize) {
+    eventually(
+        Duration::from_secs(10),
+        "callers waiting in the service",
+        || async { (service.waiting() == n).then_some(()) },
+    )
+    .await;
+}
+
 /// Takes the free `key` for `holder` straight from the service.
 async fn lease_for(
     service: &MemoryLockService,
@@ -282,8 +292,8 @@ async fn a_waiting_acquire_is_handed_the_lease_by_the_release_not_by_polling() {
                 .await
         })
     };
-    // The waiter has made its first attempt (and found the key held) once it waits.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The waiter found the key held and waits in the service.
+    waiting_in_service(&service, 1).await;
     assert!(!waiter.is_finished(), "the waiter did not wait");
     service.release(&key, first.token).await.unwrap();
     let guard = tokio::time::timeout(Duration::from_secs(10), waiter)
@@ -298,7 +308,7 @@ async fn a_waiting_acquire_is_handed_the_lease_by_the_release_not_by_polling() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canceled_waiter_returns_at_once_and_a_late_grant_is_given_back() {
+async fn a_canceled_waiter_returns_at_once_and_its_wait_in_the_service_ends() {
     let service = Arc::new(MemoryLockService::new());
     let manager = slow_polling_manager(&service);
     manager.spawn().await.unwrap();
@@ -313,7 +323,7 @@ async fn a_canceled_waiter_returns_at_once_and_a_late_grant_is_given_back() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    waiting_in_service(&service, 1).await;
     cancel.cancel();
     let err = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
@@ -324,18 +334,16 @@ async fn a_canceled_waiter_returns_at_once_and_a_late_grant_is_given_back() {
         matches!(err.root(), ire_core::Error::Canceled { .. }),
         "{err}"
     );
-    // The actor's wait in the service is still under way: the release hands it the lease
-    // (a second grant), and with nobody to take it the actor gives it back.
+    // The cancel reached the actor's wait in the service (which had 120 s left) ...
+    waiting_in_service(&service, 0).await;
+    // ... so the release hands the key to nobody.
     service.release(&key, first.token).await.unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the late grant was given back",
-        || async {
-            let info = service.lock_info(&key).await.ok()?;
-            (service.grants() == 2 && info.lease.is_none()).then_some(())
-        },
-    )
-    .await;
+    assert!(service.lock_info(&key).await.unwrap().lease.is_none());
+    assert_eq!(
+        service.grants(),
+        1,
+        "the canceled waiter was granted the lease"
+    );
     assert!(manager.held().await.unwrap_or_default().is_empty());
     manager.stop().await;
 }

@@ -21,6 +21,7 @@ use ire_core::{
     AuditEntry, AuditLogger, Error, ExecutionQuery, ExecutionRecord, FaultEntry, FaultLedger,
     FaultQuery, FencingToken, LeaseGrant, LockInfo, LockOutcome, LockService, ResourceKey, Result,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::error::StoreResult;
 use crate::node::{ConsensusError, NodeStatus, RaftNode};
@@ -247,10 +248,11 @@ impl LockService for ConsensusClient {
         holder: &str,
         ttl: Duration,
         wait: Duration,
+        cancel: &CancellationToken,
     ) -> Result<LockOutcome> {
         non_empty("holder", holder)?;
         self.node
-            .acquire_wait(key, holder, ttl, wait)
+            .acquire_wait(key, holder, ttl, wait, cancel)
             .await
             .map_err(|e| Error::from(e).context("consensus acquire-or-wait"))
     }

@@ -120,7 +120,13 @@ async fn run(client: &ConsensusClient, w: &[&str]) -> Result<String, Error> {
             let ttl = Duration::from_millis(num(w, 3, "ttl")?);
             let wait = Duration::from_millis(num(w, 4, "wait")?);
             match client
-                .acquire_wait(&key(w, 1)?, arg(w, 2, "holder")?, ttl, wait)
+                .acquire_wait(
+                    &key(w, 1)?,
+                    arg(w, 2, "holder")?,
+                    ttl,
+                    wait,
+                    &tokio_util::sync::CancellationToken::new(),
+                )
                 .await?
             {
                 LockOutcome::Granted(g) => Ok(format!("granted {}", g.token)),

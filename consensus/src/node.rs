@@ -25,6 +25,7 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::network::{serve_raft_rpc, Network, NodeAddress};
 use crate::proposer::Proposer;
@@ -35,7 +36,9 @@ use crate::transport::{
     ClusterTransport, ClusterTransportConfig, NodeId, PeerStatus, RaftTransport, RemoteError,
     RemoteErrorKind, RpcHandler, RpcKind, TlsConfig, TransportError,
 };
-use crate::types::{check_ttl, ClusterNode, Command, Rejection, Response, TypeConfig};
+use crate::types::{
+    check_ttl, ClusterNode, Command, Rejection, Response, TypeConfig, MAX_LEASE_TTL,
+};
 use ire_core::{LockOutcome, ResourceKey};
 
 impl NodeAddress for ClusterNode {
@@ -473,13 +476,15 @@ impl RaftNode {
     /// Acquires `key` for `holder`, waiting up to `wait` in the key's queue when it is leased:
     /// the release of the lease (or its lapse) hands it to the first waiter in the same
     /// entry, and this node wakes the caller when it applies that entry. Answers `Held` when
-    /// the wait ends without the lease, or at once under an operator hold or a full queue.
+    /// the wait ends (runs out, or `cancel` fires) without the lease, or at once under an
+    /// operator hold or a full queue.
     pub async fn acquire_wait(
         &self,
         key: &ResourceKey,
         holder: &str,
         ttl: Duration,
         wait: Duration,
+        cancel: &CancellationToken,
     ) -> Result<LockOutcome, ConsensusError> {
         let deadline = Instant::now() + wait;
         // Registered before proposing, so that a hand-off applied at once is not missed.
@@ -498,7 +503,9 @@ impl RaftNode {
                     key: key.clone(),
                     holder: holder.to_owned(),
                     ttl,
-                    wait: left,
+                    // A queue entry lasts at most as long as a lease; the loop asks again
+                    // at every lapse of the holder's lease, which comes sooner.
+                    wait: left.min(MAX_LEASE_TTL),
                 })
                 .await?;
             let until = match queued {
@@ -520,13 +527,14 @@ impl RaftNode {
             tokio::select! {
                 // (None: replaced by another wait of the same holder; only the timer is left.)
                 Some(g) = handed.granted() => return Ok(LockOutcome::Granted(g)),
+                _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep_until(wake) => {}
             }
             if Instant::now() >= deadline {
                 break;
             }
         }
-        // Out of time: leave the queue. The lease may have been handed over just now, and
+        // Out of time, or canceled: leave the queue. The lease may have been handed over just now, and
         // the answer says so.
         match self
             .write(Command::CancelWait {

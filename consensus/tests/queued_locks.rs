@@ -13,6 +13,7 @@ use ire_core::{
     ResourceKey,
 };
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 mod support;
 use support::{config, wait_leader};
@@ -25,6 +26,11 @@ async fn single_node(id: u64, dir: &tempfile::TempDir) -> (RaftNode, ConsensusCl
     node.bootstrap().await.unwrap();
     assert_eq!(wait_leader(&node, Duration::from_secs(10)).await, id);
     (node.clone(), ConsensusClient::new(node))
+}
+
+/// A wait nobody cancels.
+fn no_cancel() -> CancellationToken {
+    CancellationToken::new()
 }
 
 fn granted(o: LockOutcome) -> FencingToken {
@@ -60,7 +66,9 @@ async fn releases_hand_the_lease_to_waiters_in_order_with_growing_tokens() {
     for (i, holder) in ["b", "c", "d"].into_iter().enumerate() {
         let (c, k) = (client.clone(), key.clone());
         waiting.push(tokio::spawn(async move {
-            c.acquire_wait(&k, holder, TTL, WAIT).await.unwrap()
+            c.acquire_wait(&k, holder, TTL, WAIT, &no_cancel())
+                .await
+                .unwrap()
         }));
         // Queue them one by one, so that the order is known.
         wait_queued(&node, &key, i + 1).await;
@@ -94,7 +102,7 @@ async fn a_waiter_whose_wait_ends_leaves_the_queue_and_a_lapsed_lease_is_handed_
     // b waits 300 ms and gives up: held by a, and out of the queue.
     let started = Instant::now();
     let out = client
-        .acquire_wait(&key, "b", TTL, Duration::from_millis(300))
+        .acquire_wait(&key, "b", TTL, Duration::from_millis(300), &no_cancel())
         .await
         .unwrap();
     assert!(
@@ -114,7 +122,12 @@ async fn a_waiter_whose_wait_ends_leaves_the_queue_and_a_lapsed_lease_is_handed_
             .unwrap(),
     );
     let started = Instant::now();
-    let got = granted(client.acquire_wait(&key, "d", TTL, WAIT).await.unwrap());
+    let got = granted(
+        client
+            .acquire_wait(&key, "d", TTL, WAIT, &no_cancel())
+            .await
+            .unwrap(),
+    );
     assert!(got > short);
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -195,6 +208,34 @@ async fn concurrent_writes_are_proposed_together_and_each_gets_its_own_answer() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canceled_wait_leaves_the_queue_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, client) = single_node(35, &dir).await;
+    let key: ResourceKey = "docker/queue/canceled/1".parse().unwrap();
+    let token = granted(client.acquire(&key, "a", TTL).await.unwrap());
+    let cancel = CancellationToken::new();
+    let waiting = {
+        let (c, k, cancel) = (client.clone(), key.clone(), cancel.clone());
+        tokio::spawn(async move { c.acquire_wait(&k, "b", TTL, WAIT, &cancel).await.unwrap() })
+    };
+    wait_queued(&node, &key, 1).await;
+    cancel.cancel();
+    let out = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("a canceled wait went on")
+        .unwrap();
+    assert!(
+        matches!(out, LockOutcome::Held { ref holder, .. } if holder == "a"),
+        "{out:?}"
+    );
+    wait_queued(&node, &key, 0).await;
+    // Nobody is waiting any more: the release leaves the key free.
+    client.release(&key, token).await.unwrap();
+    assert!(client.lock_info(&key).await.unwrap().lease.is_none());
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_waits_of_one_holder_both_learn_of_its_grant() {
     let dir = tempfile::tempdir().unwrap();
     let (node, client) = single_node(34, &dir).await;
@@ -205,12 +246,20 @@ async fn two_waits_of_one_holder_both_learn_of_its_grant() {
     let wait = Duration::from_millis(800);
     let first = {
         let (c, k) = (client.clone(), key.clone());
-        tokio::spawn(async move { c.acquire_wait(&k, "b", TTL, wait).await.unwrap() })
+        tokio::spawn(async move {
+            c.acquire_wait(&k, "b", TTL, wait, &no_cancel())
+                .await
+                .unwrap()
+        })
     };
     wait_queued(&node, &key, 1).await;
     let second = {
         let (c, k) = (client.clone(), key.clone());
-        tokio::spawn(async move { c.acquire_wait(&k, "b", TTL, wait).await.unwrap() })
+        tokio::spawn(async move {
+            c.acquire_wait(&k, "b", TTL, wait, &no_cancel())
+                .await
+                .unwrap()
+        })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     client.release(&key, token).await.unwrap();

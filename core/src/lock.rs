@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::resource::ResourceKey;
@@ -84,12 +85,17 @@ pub trait LockService: Send + Sync + 'static {
     /// up to `wait` for it to be released or to lapse, then answers `Held`. Under an operator
     /// hold it answers `Held` at once (a hold has no end to wait for). The replicated service
     /// queues the caller, and the holder's release hands the lease over in the same commit.
+    ///
+    /// `cancel` ends the wait early, as if it had run out: the caller leaves the queue and is
+    /// answered `Held`, or `Granted` when the lease was handed to it just then (it is the
+    /// caller's to use or release).
     async fn acquire_wait(
         &self,
         key: &ResourceKey,
         holder: &str,
         ttl: Duration,
         wait: Duration,
+        cancel: &CancellationToken,
     ) -> Result<LockOutcome>;
     /// Extends a lease; fails with `Conflict` if the token is not the current one or expired.
     async fn renew(

@@ -91,6 +91,7 @@ async fn suites_catch_a_broken_implementation() {
             holder: &str,
             ttl: Duration,
             _wait: Duration,
+            _cancel: &tokio_util::sync::CancellationToken,
         ) -> Result<LockOutcome> {
             self.acquire(key, holder, ttl).await
         }

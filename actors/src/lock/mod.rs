@@ -20,17 +20,14 @@ use tokio_util::task::TaskTracker;
 use crate::metric_names;
 use crate::supervisor::{ActorSlot, ChildSpec, PingFn, SpawnedChild};
 
-/// The longest single wait handed to the lock service; a longer wait is several rounds.
-const MAX_WAIT_ROUND: Duration = Duration::from_secs(1);
-
 /// How leases are taken and kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockConfig {
     /// A lease's time to live; renewed every `ttl / 3`.
     pub ttl: Duration,
-    /// The first wait between tries while the lease is held by someone else, when the lock
-    /// service cannot queue the caller itself (both services here can: see
-    /// [`LockService::acquire_wait`]).
+    /// The first wait between tries when the lock service answered before the wait was over
+    /// (it was unavailable, or the actor restarted); a held lease is waited for in the
+    /// service itself ([`LockService::acquire_wait`]).
     pub poll_initial: Duration,
     /// The longest wait between tries.
     pub poll_max: Duration,
@@ -57,6 +54,8 @@ pub enum ResourceLockMessage {
         holder: String,
         /// How long to wait for a holder's release (zero: try once).
         wait: Duration,
+        /// Ends the wait early (the caller gave up).
+        cancel: CancellationToken,
         /// The answer.
         reply: oneshot::Sender<Result<Acquired>>,
     },
@@ -185,6 +184,7 @@ impl Actor for ResourceLockActor {
                 key,
                 holder,
                 wait,
+                cancel,
                 reply,
             } => {
                 let ttl = self.args.config.ttl;
@@ -193,7 +193,9 @@ impl Actor for ResourceLockActor {
                     let outcome = if wait.is_zero() {
                         service.acquire(&key, &holder, ttl).await
                     } else {
-                        service.acquire_wait(&key, &holder, ttl, wait).await
+                        service
+                            .acquire_wait(&key, &holder, ttl, wait, &cancel)
+                            .await
                     };
                     match outcome {
                         Ok(LockOutcome::Granted(grant)) => {
@@ -531,23 +533,23 @@ impl LockManager {
         let mut delay = self.args.config.poll_initial;
         loop {
             let tried = tokio::time::Instant::now();
-            // The service waits for the holder's release (in rounds, so that a canceled
-            // caller leaves the key's queue soon); between rounds, and with a service that
-            // answered at once, this loop polls with a growing delay.
-            let round = deadline
-                .saturating_duration_since(tried)
-                .min(MAX_WAIT_ROUND);
+            // The service waits for the holder's release, for the whole wait (and leaves the
+            // key's queue when `cancel` fires); this loop polls, with a growing delay, only
+            // after an answer that came early (the actor restarting, an unavailable service).
+            let left = deadline.saturating_duration_since(tried);
             let attempt = match self.slot.get() {
                 Ok(actor) => {
                     let (tx, rx) = oneshot::channel();
                     match actor.cast(ResourceLockMessage::Acquire {
                         key: key.clone(),
                         holder: holder.to_owned(),
-                        wait: round,
+                        wait: left,
+                        cancel: cancel.clone(),
                         reply: tx,
                     }) {
-                        // A grant that arrives after the caller left is released by the
-                        // actor (its answer has no receiver any more).
+                        // The actor's wait ends with `cancel` too; a grant that arrives as
+                        // the caller leaves is released by the actor (its answer has no
+                        // receiver any more).
                         Ok(()) => tokio::select! {
                             r = rx => r.unwrap_or_else(|_| {
                                 Err(Error::Unavailable {

@@ -2,11 +2,13 @@
 //! audit, config and authorization.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigChangeStream, ConfigMap, ConfigProvider};
 use crate::error::{Error, Result};
@@ -36,6 +38,24 @@ pub struct MemoryLockService {
     clock: Clock,
     /// Woken by every release, so that waiting acquires try again at once.
     released: Arc<tokio::sync::Notify>,
+    /// How many `acquire_wait` calls are under way.
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Counts one `acquire_wait` in [`MemoryLockService::waiting`] while it runs.
+struct WaitingGuard(Arc<AtomicUsize>);
+
+impl WaitingGuard {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        WaitingGuard(count.clone())
+    }
+}
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How often a waiting acquire looks again without a release (a lease that lapses on the
@@ -60,7 +80,13 @@ impl MemoryLockService {
             table: Arc::default(),
             clock,
             released: Arc::default(),
+            waiting: Arc::default(),
         }
+    }
+
+    /// How many callers are waiting in [`LockService::acquire_wait`] right now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// How many leases it has granted so far (tokens are this count, in order).
@@ -116,8 +142,10 @@ impl LockService for MemoryLockService {
         holder: &str,
         ttl: Duration,
         wait: Duration,
+        cancel: &CancellationToken,
     ) -> Result<LockOutcome> {
         let deadline = tokio::time::Instant::now() + wait;
+        let _waiting = WaitingGuard::enter(&self.waiting);
         loop {
             // Registered before trying, so that a release in between is not missed.
             let released = self.released.notified();
@@ -125,14 +153,17 @@ impl LockService for MemoryLockService {
             released.as_mut().enable();
             let outcome = self.acquire(key, holder, ttl).await?;
             let now = tokio::time::Instant::now();
-            match outcome {
-                LockOutcome::Held { until: Some(_), .. } if now < deadline => {
-                    tokio::select! {
-                        _ = released => {}
-                        _ = tokio::time::sleep_until(deadline.min(now + LAPSE_POLL)) => {}
-                    }
-                }
-                done => return Ok(done),
+            if !matches!(outcome, LockOutcome::Held { until: Some(_), .. })
+                || now >= deadline
+                || cancel.is_cancelled()
+            {
+                return Ok(outcome);
+            }
+            tokio::select! {
+                _ = released => {}
+                // Given up: answered as the wait stands, without trying again.
+                _ = cancel.cancelled() => return Ok(outcome),
+                _ = tokio::time::sleep_until(deadline.min(now + LAPSE_POLL)) => {}
             }
         }
     }

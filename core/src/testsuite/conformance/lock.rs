@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::eventually;
 use crate::error::Error;
 use crate::lock::{LockOutcome, LockService};
@@ -128,12 +130,13 @@ pub async fn lock_conformance(locks: &dyn LockService, prefix: &str, short_ttl: 
 
     // A waiting acquire is handed the lease when the holder releases it during the wait.
     let d = key("d");
+    let no_cancel = CancellationToken::new();
     let g6 = granted(
         locks.acquire(&d, "exec-6", long).await.unwrap(),
         "free key d",
     );
     let (waited, released) = tokio::join!(
-        locks.acquire_wait(&d, "exec-7", long, Duration::from_secs(20)),
+        locks.acquire_wait(&d, "exec-7", long, Duration::from_secs(20), &no_cancel),
         async {
             // Released once the waiter is (very likely) waiting; either order must work.
             tokio::time::sleep(short_ttl / 4).await;
@@ -149,7 +152,7 @@ pub async fn lock_conformance(locks: &dyn LockService, prefix: &str, short_ttl: 
     );
     // A wait that runs out answers who holds the key.
     match locks
-        .acquire_wait(&d, "exec-8", long, short_ttl / 2)
+        .acquire_wait(&d, "exec-8", long, short_ttl / 2, &no_cancel)
         .await
         .expect("acquire_wait on a held key")
     {
@@ -159,12 +162,36 @@ pub async fn lock_conformance(locks: &dyn LockService, prefix: &str, short_ttl: 
         }
         LockOutcome::Granted(_) => panic!("[p73] a waiter was granted a key still leased"),
     }
+    // A canceled wait ends at once and leaves the queue: the release that follows hands the
+    // key to nobody.
+    let cancel = CancellationToken::new();
+    let (canceled, ()) = tokio::join!(
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            locks.acquire_wait(&d, "exec-10", long, Duration::from_secs(60), &cancel),
+        ),
+        async {
+            tokio::time::sleep(short_ttl / 4).await;
+            cancel.cancel();
+        }
+    );
+    match canceled
+        .expect("a canceled wait went on")
+        .expect("acquire_wait")
+    {
+        LockOutcome::Held { holder, .. } => assert_eq!(holder, "exec-7"),
+        LockOutcome::Granted(g) => panic!("a canceled waiter was granted {g:?}"),
+    }
     locks.release(&d, g7.token).await.unwrap();
+    assert!(
+        locks.lock_info(&d).await.unwrap().lease.is_none(),
+        "a canceled waiter stayed in the queue and was handed the lease"
+    );
     // An operator hold is answered at once, not waited out.
     locks.hold(&d, "alice", "maintenance").await.unwrap();
     let held = tokio::time::timeout(
         Duration::from_secs(10),
-        locks.acquire_wait(&d, "exec-9", long, Duration::from_secs(60)),
+        locks.acquire_wait(&d, "exec-9", long, Duration::from_secs(60), &no_cancel),
     )
     .await
     .expect("a wait under an operator hold did not answer at once")
