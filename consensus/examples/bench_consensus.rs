@@ -65,6 +65,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// `n` operations in `took`, as a rate.
+fn per_sec(n: u64, took: Duration) -> String {
+    format!("{:.0}/s", n as f64 / took.as_secs_f64())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
@@ -358,7 +363,7 @@ async fn main() {
     .await;
     row(
         "acquisitions/s, 64 clients, distinct keys",
-        format!("{:.0}/s", n as f64 / took.as_secs_f64()),
+        per_sec(n, took),
         ">= 5,000/s",
     );
 
@@ -371,7 +376,7 @@ async fn main() {
     .await;
     row(
         "contended hand-offs/s, 16 clients, 1 key (queued)",
-        format!("{:.0}/s", n as f64 / took.as_secs_f64()),
+        per_sec(n, took),
         ">= 500/s",
     );
 
@@ -383,7 +388,7 @@ async fn main() {
     .await;
     row(
         "contended hand-offs/s, 16 clients, 1 key (polling)",
-        format!("{:.0}/s", n as f64 / took.as_secs_f64()),
+        per_sec(n, took),
         "report",
     );
 
@@ -414,9 +419,8 @@ async fn main() {
     row(
         "ledger commits/s, 64 writers, 2 KiB records",
         format!(
-            "{:.0}/s ({} records in {:.1} s)",
-            total as f64 / took.as_secs_f64(),
-            total,
+            "{} ({total} records in {:.1} s)",
+            per_sec(total, took),
             took.as_secs_f64()
         ),
         ">= 2,000/s",

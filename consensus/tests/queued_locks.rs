@@ -8,10 +8,8 @@ use std::time::Duration;
 use ire_consensus::client::ConsensusClient;
 use ire_consensus::node::RaftNode;
 use ire_consensus::state::locks;
-use ire_core::{
-    Action, ActionResult, AuditEntry, AuditLogger, FencingToken, LockOutcome, LockService,
-    ResourceKey,
-};
+use ire_core::testsuite::sample_audit_entry;
+use ire_core::{AuditLogger, FencingToken, LockOutcome, LockService, ResourceKey};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -183,20 +181,9 @@ async fn concurrent_writes_are_proposed_together_and_each_gets_its_own_answer() 
     for i in 0..16 {
         let c = client.clone();
         tasks.push(tokio::spawn(async move {
-            c.log_action(AuditEntry {
-                timestamp: at,
-                principal: format!("p{i}"),
-                action: Action::new("hold", "docker/api"),
-                resource: None,
-                result: ActionResult {
-                    success: true,
-                    error: String::new(),
-                    duration: Duration::from_millis(1),
-                },
-                metadata: Default::default(),
-            })
-            .await
-            .unwrap()
+            c.log_action(sample_audit_entry(&format!("p{i}"), at))
+                .await
+                .unwrap()
         }));
     }
     for t in tasks {

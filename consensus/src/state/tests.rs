@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use ire_core::testsuite::sample_audit_entry;
 use ire_core::{
-    Action, ActionResult, AuditEntry, ExecutionQuery, ExecutionRecord, ExecutionStatus, FaultEntry,
-    FaultQuery, FaultState, FencingToken, LockOutcome, ResourceKey, Snapshot,
+    ExecutionQuery, ExecutionRecord, ExecutionStatus, FaultEntry, FaultQuery, FaultState,
+    FencingToken, LockOutcome, ResourceKey, Snapshot,
 };
 use openraft::{CommittedLeaderId, EntryPayload};
 
@@ -591,18 +592,7 @@ fn campaigns_are_stored_and_driven_through_steps_and_tasks() {
 fn audit_entries_are_kept_in_time_order_and_filtered() {
     let mut sm = Sm::new();
     for (i, who) in ["alice", "bob", "alice", "carol"].iter().enumerate() {
-        let e = AuditEntry {
-            timestamp: t(100 - i as i64 * 10),
-            principal: (*who).into(),
-            action: Action::new("hold", "docker/api"),
-            resource: None,
-            result: ActionResult {
-                success: true,
-                error: String::new(),
-                duration: Duration::from_millis(3),
-            },
-            metadata: Default::default(),
-        };
+        let e = sample_audit_entry(who, t(100 - i as i64 * 10));
         assert_eq!(sm.apply(Command::append_audit(e), t(0)), Response::Done);
     }
     let all = sm.view().audit(&AuditQuery::default()).unwrap();
@@ -675,20 +665,7 @@ fn a_batch_applies_atomically_with_last_applied() {
 fn a_batch_entry_answers_each_command_with_its_own_token_and_audit_key() {
     let mut sm = Sm::new();
     let a = sm.grant("docker/a", "e1", t(0));
-    let audit = |who: &str| {
-        Command::append_audit(AuditEntry {
-            timestamp: t(5),
-            principal: who.into(),
-            action: Action::new("hold", "docker/api"),
-            resource: None,
-            result: ActionResult {
-                success: true,
-                error: String::new(),
-                duration: Duration::from_millis(1),
-            },
-            metadata: Default::default(),
-        })
-    };
+    let audit = |who: &str| Command::append_audit(sample_audit_entry(who, t(5)));
     let acquire = |k: &str, h: &str| Command::Acquire {
         key: key(k),
         holder: h.into(),

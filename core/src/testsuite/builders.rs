@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::plugin::{ExecutionStatus, PluginDependency, PluginMetadata};
 use crate::report::ExecutionRecord;
 use crate::resource::{
     phase, HealthCheckConfig, Resource, ResourceKey, ResourceSpec, ResourceStatus,
 };
+use crate::security::{Action, ActionResult, AuditEntry};
 
 /// Builds a [`Resource`]; defaults to a running `container` under the `fake` adapter.
 #[derive(Debug, Clone)]
@@ -188,5 +189,22 @@ pub fn sample_execution_record(i: usize) -> ExecutionRecord {
         fencing_token: None,
         time_to_detect: Some(Duration::from_millis(300)),
         time_to_recover: Some(Duration::from_millis(1000 + (i % 3000) as u64)),
+    }
+}
+
+/// A successful audited action: `principal` placed a hold on the `docker/api` resource at
+/// `timestamp`.
+pub fn sample_audit_entry(principal: &str, timestamp: DateTime<Utc>) -> AuditEntry {
+    AuditEntry {
+        timestamp,
+        principal: principal.into(),
+        action: Action::new("hold", "docker/api"),
+        resource: None,
+        result: ActionResult {
+            success: true,
+            error: String::new(),
+            duration: Duration::from_millis(1),
+        },
+        metadata: Default::default(),
     }
 }

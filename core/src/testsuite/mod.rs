@@ -12,7 +12,9 @@ mod memory;
 pub mod process_stats;
 pub mod strategies;
 
-pub use builders::{sample_execution_record, PluginMetadataBuilder, ResourceBuilder};
+pub use builders::{
+    sample_audit_entry, sample_execution_record, PluginMetadataBuilder, ResourceBuilder,
+};
 pub use conformance::{
     adapter_conformance, eventually, ledger_conformance, lock_conformance, plugin_conformance,
     storage_conformance, AdapterFixture,
