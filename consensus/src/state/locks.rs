@@ -619,6 +619,18 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(30);
 
+    /// A row leased to "a" at t(0) (token 10), with `waiters` queued for [`WAIT`] at t(1),
+    /// t(2), ... (tokens 11, 12, ...).
+    fn leased_with_queue(waiters: &[&str]) -> (LockRow, LeaseGrant) {
+        let mut row = LockRow::default();
+        let a = granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        for (i, w) in waiters.iter().enumerate() {
+            let i = i as u64;
+            acquire_or_wait(&mut row, &key(), w, TTL, WAIT, t(1 + i as i64), 11 + i).unwrap();
+        }
+        (row, a)
+    }
+
     fn queued(o: WaitOutcome) -> usize {
         match o {
             WaitOutcome::Queued { position, .. } => position,
@@ -683,10 +695,7 @@ mod tests {
 
     #[test]
     fn a_lapsed_lease_goes_to_the_first_waiter_at_the_next_command() {
-        let mut row = LockRow::default();
-        granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
-        acquire_or_wait(&mut row, &key(), "b", TTL, WAIT, t(1), 11).unwrap();
-        acquire_or_wait(&mut row, &key(), "c", TTL, WAIT, t(2), 12).unwrap();
+        let (mut row, _) = leased_with_queue(&["b", "c"]);
         // a's lease lapsed at t(10) without a release; c asks again at t(11).
         let (o, handed) = acquire_or_wait(&mut row, &key(), "c", TTL, WAIT, t(11), 13).unwrap();
         let b = handed.expect("b is handed the lease");
@@ -703,9 +712,7 @@ mod tests {
 
     #[test]
     fn a_plain_acquire_of_a_lapsed_key_hands_it_to_the_first_waiter_and_says_so() {
-        let mut row = LockRow::default();
-        granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
-        acquire_or_wait(&mut row, &key(), "b", TTL, WAIT, t(1), 11).unwrap();
+        let (mut row, _) = leased_with_queue(&["b"]);
         // a's lease lapsed at t(10); x did not queue.
         let (o, handed) = acquire(&mut row, &key(), "x", TTL, t(11), 12).unwrap();
         let b = handed.expect("b is handed the lease");
@@ -721,9 +728,7 @@ mod tests {
 
     #[test]
     fn cancelling_after_the_hand_off_returns_the_lease() {
-        let mut row = LockRow::default();
-        let a = granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
-        acquire_or_wait(&mut row, &key(), "b", TTL, WAIT, t(1), 11).unwrap();
+        let (mut row, a) = leased_with_queue(&["b"]);
         release(&mut row, &key(), a.token, t(2), 12).unwrap();
         let (mine, handed) = cancel_wait(&mut row, &key(), "b", t(3), 13);
         assert_eq!(mine.map(|g| g.token), Some(FencingToken(12)));
@@ -732,9 +737,7 @@ mod tests {
 
     #[test]
     fn no_queue_behind_an_operator_hold_and_unhold_serves_the_queue() {
-        let mut row = LockRow::default();
-        let a = granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
-        acquire_or_wait(&mut row, &key(), "b", TTL, WAIT, t(1), 11).unwrap();
+        let (mut row, a) = leased_with_queue(&["b"]);
         hold(&mut row, "op", "maintenance", t(2)).unwrap();
         let (o, _) = acquire_or_wait(&mut row, &key(), "c", TTL, WAIT, t(3), 12).unwrap();
         assert!(matches!(
