@@ -192,13 +192,13 @@ pub fn sample_execution_record(i: usize) -> ExecutionRecord {
     }
 }
 
-/// A successful audited action: `principal` placed a hold on the `docker/api` resource at
+/// A successful audited action: `principal` placed a hold on the `compose/api` resource at
 /// `timestamp`.
 pub fn sample_audit_entry(principal: &str, timestamp: DateTime<Utc>) -> AuditEntry {
     AuditEntry {
         timestamp,
         principal: principal.into(),
-        action: Action::new("hold", "docker/api"),
+        action: Action::new("hold", "compose/api"),
         resource: None,
         result: ActionResult {
             success: true,
