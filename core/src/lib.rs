@@ -17,6 +17,7 @@ pub mod execution;
 pub mod ledger;
 pub mod lock;
 pub mod monitor;
+pub mod network;
 pub mod page;
 pub mod plugin;
 pub mod registry;
@@ -28,10 +29,7 @@ pub mod selector;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
-pub use adapter::{
-    EnvironmentAdapter, NetworkFault, NetworkFaultHandle, NetworkFaults, ResourceEventStream,
-    Scaling, Signal, SignalControl,
-};
+pub use adapter::{EnvironmentAdapter, ResourceEventStream, Scaling, Signal, SignalControl};
 pub use config::{Config, ConfigChange, ConfigChangeStream, ConfigMap, ConfigProvider};
 pub use error::{BoxError, Error, ErrorClass, Result, ResultExt};
 pub use event::{Event, EventBus, EventFilter, EventSource, SharedEvent, Subscription};
@@ -45,6 +43,7 @@ pub use lock::{FencingToken, LeaseGrant, LockInfo, LockOutcome, LockService, Ope
 pub use monitor::{
     EventStream, HealthCheck, HealthCheckStrategy, HealthStatus, HealthStatusType, Monitor,
 };
+pub use network::{NetworkFault, NetworkFaultHandle, NetworkFaults};
 pub use page::paginate;
 pub use plugin::{
     ExecutionResult, ExecutionStatus, Plugin, PluginConfig, PluginContext, PluginDependency,
