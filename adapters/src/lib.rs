@@ -8,4 +8,6 @@ pub mod kubernetes;
 #[cfg(feature = "process")]
 pub mod process;
 
+#[cfg(any(feature = "process", feature = "kubernetes"))]
+mod output;
 pub mod telemetry;

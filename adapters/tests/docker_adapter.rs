@@ -310,6 +310,41 @@ async fn pause_freezes_and_resume_thaws() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_output_is_binary_safe_and_capped() {
+    let t = DockerTest::new("dk").await;
+    let r = t.spawn("exec-bin", GRACEFUL, &[]).await;
+    let every_byte: Vec<u8> = (0..=255u8).collect();
+    let out = t
+        .adapter
+        .exec_in_resource(
+            &r.id,
+            &["cat".to_owned()],
+            &ExecOptions {
+                stdin: Some(every_byte.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, every_byte);
+    let sh = |s: &str| vec!["sh".to_owned(), "-c".to_owned(), s.to_owned()];
+    let out = t
+        .adapter
+        .exec_in_resource(
+            &r.id,
+            &sh("head -c 300000 /dev/zero; echo done >&2"),
+            &ExecOptions {
+                output_limit: Some(1000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((out.stdout.len(), out.stdout_dropped), (1000, 299_000));
+    assert_eq!((&*out.stderr_text(), out.exit_code), ("done\n", 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_returns_stdout_stderr_exit_code_and_uses_env_stdin_and_dir() {
     let t = DockerTest::new("dk").await;
     let r = t.spawn("exec", GRACEFUL, &[]).await;
@@ -324,7 +359,7 @@ async fn exec_returns_stdout_stderr_exit_code_and_uses_env_stdin_and_dir() {
         .await
         .unwrap();
     assert_eq!(
-        (out.stdout.as_str(), out.stderr.as_str(), out.exit_code),
+        (&*out.stdout_text(), &*out.stderr_text(), out.exit_code),
         ("out\n", "err\n", 3)
     );
 
@@ -342,7 +377,7 @@ async fn exec_returns_stdout_stderr_exit_code_and_uses_env_stdin_and_dir() {
         )
         .await
         .unwrap();
-    assert_eq!(out.stdout, "bar\n/tmp\nfrom stdin");
+    assert_eq!(out.stdout_text(), "bar\n/tmp\nfrom stdin");
     assert_eq!(out.exit_code, 0);
 
     let e = t
@@ -505,7 +540,7 @@ async fn update_recreates_the_container_with_the_new_spec_under_the_same_key() {
         )
         .await
         .unwrap();
-    assert_eq!(out.stdout, "updated\n");
+    assert_eq!(out.stdout_text(), "updated\n");
     // The old container is gone.
     let all = t.adapter.list_resources(&run_filter(&t)).await.unwrap();
     assert_eq!(all.len(), 1, "{all:?}");

@@ -385,6 +385,41 @@ async fn watch_ends_when_the_adapter_closes() {
 }
 
 #[tokio::test]
+async fn exec_output_is_binary_safe_and_capped() {
+    let h = harness().await;
+    h.server.cluster().add_pod(NS, "bin", &[]);
+    let every_byte: Vec<u8> = (0..=255u8).collect();
+    let r = h
+        .adapter
+        .exec_in_resource(
+            &key("bin"),
+            &["cat".to_owned()],
+            &ExecOptions {
+                stdin: Some(every_byte.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, every_byte);
+    let sh = |s: &str| vec!["sh".to_owned(), "-c".to_owned(), s.to_owned()];
+    let r = h
+        .adapter
+        .exec_in_resource(
+            &key("bin"),
+            &sh("head -c 300000 /dev/zero; echo done >&2"),
+            &ExecOptions {
+                output_limit: Some(1000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.stdout.len(), r.stdout_dropped), (1000, 299_000));
+    assert_eq!((&*r.stderr_text(), r.exit_code), ("done\n", 0));
+}
+
+#[tokio::test]
 async fn exec_returns_stdout_stderr_and_exit_code() {
     let h = harness().await;
     h.server.cluster().add_pod(NS, "box", &[]);
@@ -399,7 +434,7 @@ async fn exec_returns_stdout_stderr_and_exit_code() {
         .await
         .unwrap();
     assert_eq!(
-        (r.stdout.as_str(), r.stderr.as_str(), r.exit_code),
+        (&*r.stdout_text(), &*r.stderr_text(), r.exit_code),
         ("out\n", "err\n", 3)
     );
 
@@ -412,7 +447,7 @@ async fn exec_returns_stdout_stderr_and_exit_code() {
         .exec_in_resource(&key("box"), &["cat".to_owned()], &opts)
         .await
         .unwrap();
-    assert_eq!((r.stdout.as_str(), r.exit_code), ("from stdin", 0));
+    assert_eq!((&*r.stdout_text(), r.exit_code), ("from stdin", 0));
 
     let opts = ExecOptions {
         env: [("GREETING".to_owned(), "hi".to_owned())].into(),
@@ -424,7 +459,7 @@ async fn exec_returns_stdout_stderr_and_exit_code() {
         .exec_in_resource(&key("box"), &sh("echo $GREETING; pwd"), &opts)
         .await
         .unwrap();
-    assert_eq!(r.stdout, "hi\n/tmp\n");
+    assert_eq!(r.stdout_text(), "hi\n/tmp\n");
 
     let e = h
         .adapter

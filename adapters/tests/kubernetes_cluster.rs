@@ -70,7 +70,7 @@ async fn real_cluster_watch_starts_and_exec_runs() {
             .exec_in_resource(pod.key.as_str(), &["echo".into(), "ire".into()], &opts)
             .await
             .unwrap();
-        assert_eq!((r.stdout.trim(), r.exit_code), ("ire", 0));
+        assert_eq!((r.stdout_text().trim(), r.exit_code), ("ire", 0));
     }
     match a
         .get_metrics(running.first().map(|p| p.key.as_str()).unwrap_or("none"))

@@ -369,6 +369,38 @@ async fn watch_reports_a_kill_restart_and_deletion_from_child_exits() {
 }
 
 #[tokio::test]
+async fn exec_output_is_binary_safe_and_capped() {
+    let a = fleet(vec![ProcessSpec::new("svc", "/bin/sleep", &["30"])]).await;
+    let every_byte: Vec<u8> = (0..=255u8).collect();
+    let out = a
+        .exec_in_resource(
+            "svc",
+            &["cat".to_owned()],
+            &ExecOptions {
+                stdin: Some(every_byte.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, every_byte);
+    let sh = |s: &str| vec!["/bin/sh".to_owned(), "-c".to_owned(), s.to_owned()];
+    let out = a
+        .exec_in_resource(
+            "svc",
+            &sh("head -c 300000 /dev/zero; echo done >&2"),
+            &ExecOptions {
+                output_limit: Some(1000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((out.stdout.len(), out.stdout_dropped), (1000, 299_000));
+    assert_eq!((&*out.stderr_text(), out.exit_code), ("done\n", 0));
+}
+
+#[tokio::test]
 async fn exec_runs_in_the_process_environment_and_directory() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = ProcessSpec::new("svc", "/bin/sleep", &["30"]);
@@ -389,8 +421,8 @@ async fn exec_runs_in_the_process_environment_and_directory() {
         .await
         .unwrap();
     let cwd = dir.path().canonicalize().unwrap();
-    assert_eq!(out.stdout, format!("blue x\n{}\nin", cwd.display()));
-    assert_eq!((out.stderr.as_str(), out.exit_code), ("oops\n", 7));
+    assert_eq!(out.stdout_text(), format!("blue x\n{}\nin", cwd.display()));
+    assert_eq!((&*out.stderr_text(), out.exit_code), ("oops\n", 7));
 
     let e = a
         .exec_in_resource(
@@ -464,7 +496,7 @@ async fn create_update_and_delete_a_process_from_a_spec() {
         a.exec_in_resource("sh-1", &echo, &ExecOptions::default())
             .await
             .unwrap()
-            .stdout,
+            .stdout_text(),
         "red\n"
     );
 
@@ -484,7 +516,7 @@ async fn create_update_and_delete_a_process_from_a_spec() {
         a.exec_in_resource("sh-1", &echo, &ExecOptions::default())
             .await
             .unwrap()
-            .stdout,
+            .stdout_text(),
         "green\n"
     );
 

@@ -17,6 +17,8 @@ use crate::resource::{
     ResourceEvent, ResourceSpec,
 };
 use crate::selector::ResourceFilter;
+use crate::stress::StressControl;
+use crate::transfer::FileTransfer;
 
 // The network-fault types live in their own module; these paths keep working.
 pub use crate::network::{NetworkFault, NetworkFaultHandle, NetworkFaults};
@@ -37,6 +39,10 @@ pub mod capability {
     pub const SCALE: &str = "scale";
     /// Resources can be created and updated from a spec.
     pub const CREATE: &str = "create";
+    /// CPU, memory and IO load can be put on resources ([`crate::stress::StressControl`]).
+    pub const STRESS: &str = "stress";
+    /// Files can be archived out of and into resources ([`crate::transfer::FileTransfer`]).
+    pub const FILE_TRANSFER: &str = "file-transfer";
 }
 
 /// A stream of resource events; it ends when the watch ends.
@@ -101,6 +107,14 @@ pub trait EnvironmentAdapter: Send + Sync + 'static {
     fn scaling(&self) -> Option<&dyn Scaling> {
         None
     }
+    /// CPU, memory and IO stress, where the environment offers it.
+    fn stress(&self) -> Option<&dyn StressControl> {
+        None
+    }
+    /// File transfer (tar archives in and out), where the environment offers it.
+    fn file_transfer(&self) -> Option<&dyn FileTransfer> {
+        None
+    }
 }
 
 impl dyn EnvironmentAdapter {
@@ -118,6 +132,16 @@ impl dyn EnvironmentAdapter {
     pub fn require_scaling(&self) -> Result<&dyn Scaling> {
         self.scaling()
             .ok_or_else(|| Error::unsupported("scaling", self.adapter_info().name))
+    }
+    /// The stress capability, or an `Unsupported` error naming this adapter.
+    pub fn require_stress(&self) -> Result<&dyn StressControl> {
+        self.stress()
+            .ok_or_else(|| Error::unsupported("stress", self.adapter_info().name))
+    }
+    /// The file transfer capability, or an `Unsupported` error naming this adapter.
+    pub fn require_file_transfer(&self) -> Result<&dyn FileTransfer> {
+        self.file_transfer()
+            .ok_or_else(|| Error::unsupported("file transfer", self.adapter_info().name))
     }
 }
 

@@ -25,6 +25,8 @@ pub mod report;
 pub mod resource;
 pub mod security;
 pub mod selector;
+pub mod stress;
+pub mod transfer;
 
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
@@ -57,11 +59,13 @@ pub use report::{
 };
 pub use resource::{
     AdapterConfig, AdapterInfo, Condition, CpuMetrics, DeleteOptions, DiskMetrics, ExecOptions,
-    ExecResult, HealthCheckConfig, Labels, MemoryMetrics, Metadata, Metrics, NetworkMetrics, Port,
-    Resource, ResourceEvent, ResourceEventType, ResourceKey, ResourceSpec, ResourceStatus, Volume,
-    VolumeSource,
+    ExecResult, HealthCheckConfig, Labels, MemoryMetrics, Metadata, Metrics, NetworkMetrics,
+    OutputBuffer, Port, Resource, ResourceEvent, ResourceEventType, ResourceKey, ResourceSpec,
+    ResourceStatus, Volume, VolumeSource, DEFAULT_EXEC_OUTPUT_LIMIT,
 };
 pub use security::{
     Action, ActionResult, AuditEntry, AuditLogger, AuthorizationProvider, Secret, SecretProvider,
 };
 pub use selector::{LabelSelector, Operator, ResourceFilter, SelectorRequirement};
+pub use stress::{StressControl, StressFault, StressLoad, StressStarted};
+pub use transfer::{ByteStream, FileTransfer};

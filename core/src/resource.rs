@@ -419,18 +419,151 @@ pub struct ExecOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
+    /// Most bytes kept of each of stdout and stderr ([`DEFAULT_EXEC_OUTPUT_LIMIT`] when
+    /// unset). What comes after is read and dropped, so the command is never blocked on a
+    /// full pipe, and the result counts what was dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_limit: Option<usize>,
 }
 
-/// The outcome of an exec.
+/// How many bytes of each output stream an exec keeps unless its options say otherwise.
+pub const DEFAULT_EXEC_OUTPUT_LIMIT: usize = 16 * 1024 * 1024;
+
+impl ExecOptions {
+    /// The per-stream output cap in effect.
+    pub fn output_limit(&self) -> usize {
+        self.output_limit.unwrap_or(DEFAULT_EXEC_OUTPUT_LIMIT)
+    }
+}
+
+/// The outcome of an exec. Output is kept as the bytes the command wrote (binary-safe);
+/// [`ExecResult::stdout_text`] decodes it for display. In JSON, output that is valid UTF-8
+/// is a string, other output `{"base64": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecResult {
-    /// Captured standard output.
-    pub stdout: String,
-    /// Captured standard error.
-    pub stderr: String,
+    /// Captured standard output, up to the output limit.
+    #[serde(with = "output_bytes")]
+    pub stdout: Vec<u8>,
+    /// Captured standard error, up to the output limit.
+    #[serde(with = "output_bytes")]
+    pub stderr: Vec<u8>,
     /// The command's exit code.
     pub exit_code: i64,
+    /// Bytes of stdout dropped beyond the output limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stdout_dropped: u64,
+    /// Bytes of stderr dropped beyond the output limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stderr_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl ExecResult {
+    /// A result from the two collected streams and the exit code.
+    pub fn from_output(stdout: OutputBuffer, stderr: OutputBuffer, exit_code: i64) -> Self {
+        let (stdout, stdout_dropped) = stdout.into_parts();
+        let (stderr, stderr_dropped) = stderr.into_parts();
+        ExecResult {
+            stdout,
+            stderr,
+            exit_code,
+            stdout_dropped,
+            stderr_dropped,
+        }
+    }
+
+    /// Stdout as text (invalid UTF-8 replaced), for display and matching.
+    pub fn stdout_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.stdout)
+    }
+
+    /// Stderr as text (invalid UTF-8 replaced), for display and matching.
+    pub fn stderr_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.stderr)
+    }
+
+    /// True when the command exited with 0.
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+
+    /// True when some output was dropped at the output limit.
+    pub fn is_truncated(&self) -> bool {
+        self.stdout_dropped > 0 || self.stderr_dropped > 0
+    }
+}
+
+/// Collects one output stream up to a limit and counts the bytes it drops beyond it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutputBuffer {
+    bytes: Vec<u8>,
+    limit: usize,
+    dropped: u64,
+}
+
+impl OutputBuffer {
+    /// An empty buffer that keeps at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        OutputBuffer {
+            bytes: Vec::new(),
+            limit,
+            dropped: 0,
+        }
+    }
+
+    /// Appends what fits and counts the rest as dropped.
+    pub fn push(&mut self, chunk: &[u8]) {
+        let room = self.limit.saturating_sub(self.bytes.len());
+        let kept = room.min(chunk.len());
+        self.bytes.extend_from_slice(&chunk[..kept]);
+        self.dropped += (chunk.len() - kept) as u64;
+    }
+
+    /// The bytes kept so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The bytes kept and how many were dropped.
+    pub fn into_parts(self) -> (Vec<u8>, u64) {
+        (self.bytes, self.dropped)
+    }
+}
+
+/// Output bytes in JSON: a string when they are UTF-8, `{"base64": "..."}` otherwise.
+mod output_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Binary { base64: String },
+    }
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => Repr::Binary {
+                base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+            }
+            .serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Text(t) => Ok(t.into_bytes()),
+            Repr::Binary { base64 } => base64::engine::general_purpose::STANDARD
+                .decode(base64)
+                .map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// Normalized resource metrics.
@@ -545,6 +678,35 @@ mod tests {
         ] {
             assert!(bad.parse::<ResourceKey>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn output_buffer_keeps_up_to_its_limit_and_counts_the_rest() {
+        let mut b = OutputBuffer::new(5);
+        b.push(b"abc");
+        b.push(b"defgh");
+        b.push(b"ij");
+        assert_eq!(b.as_bytes(), b"abcde");
+        assert_eq!(b.into_parts().1, 5);
+    }
+
+    #[test]
+    fn exec_output_round_trips_text_and_binary_through_json() {
+        let r = ExecResult {
+            stdout: b"hello\n".to_vec(),
+            stderr: vec![0, 159, 146, 150, 255],
+            exit_code: 3,
+            stdout_dropped: 0,
+            stderr_dropped: 7,
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["stdout"], "hello\n");
+        assert_eq!(json["stderr"]["base64"], "AJ+Slv8=");
+        assert!(json.get("stdoutDropped").is_none());
+        let back: ExecResult = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.stdout_text(), "hello\n");
+        assert!(back.is_truncated() && !back.success());
     }
 
     #[test]

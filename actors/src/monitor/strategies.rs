@@ -326,7 +326,7 @@ impl HealthCheckStrategy for ExecHealthCheck {
                     "{} exited with {}, expected {expected}: {}",
                     argv.join(" "),
                     r.exit_code,
-                    r.stderr.trim()
+                    r.stderr_text().trim()
                 ),
             )),
             // The command could not run in the resource (stopped, gone): that is unhealthy,

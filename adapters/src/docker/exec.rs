@@ -6,7 +6,7 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::Docker;
 use futures::StreamExt;
-use ire_core::{Error, ExecOptions, ExecResult, Result};
+use ire_core::{Error, ExecOptions, ExecResult, OutputBuffer, Result};
 use tokio::io::AsyncWriteExt;
 
 use super::error::from_bollard;
@@ -90,14 +90,14 @@ async fn run(
     let _ = input.shutdown().await;
     drop(input);
 
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
+    // Past the output limit chunks are still read (the command must not block on a full
+    // pipe) but dropped.
+    let mut stdout = OutputBuffer::new(options.output_limit());
+    let mut stderr = OutputBuffer::new(options.output_limit());
     while let Some(chunk) = output.next().await {
         match chunk.map_err(|e| from_bollard(e, "resource", id))? {
-            LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
-            LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                stdout.extend_from_slice(&message)
-            }
+            LogOutput::StdErr { message } => stderr.push(&message),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => stdout.push(&message),
             LogOutput::StdIn { .. } => {}
         }
     }
@@ -114,12 +114,9 @@ async fn run(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Ok(ExecResult {
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        exit_code: exit_code.ok_or_else(|| Error::Timeout {
-            operation: format!("reading the exit code of exec {:?} in {id}", cmd.join(" ")),
-            after: Duration::from_secs(2),
-        })?,
-    })
+    let exit_code = exit_code.ok_or_else(|| Error::Timeout {
+        operation: format!("reading the exit code of exec {:?} in {id}", cmd.join(" ")),
+        after: Duration::from_secs(2),
+    })?;
+    Ok(ExecResult::from_output(stdout, stderr, exit_code))
 }

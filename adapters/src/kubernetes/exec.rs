@@ -1,9 +1,9 @@
 //! Running commands in pods through the API server's `pods/exec` websocket.
 
-use ire_core::{Error, ErrorClass, ExecOptions, ExecResult, Result};
+use ire_core::{Error, ErrorClass, ExecOptions, ExecResult, OutputBuffer, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::AttachParams;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::error::{from_kube, Target};
 use super::Inner;
@@ -110,14 +110,14 @@ impl Inner {
                     .await
                     .map_err(|e| Error::unavailable("exec stdin", e))?;
             }
+            let limit = options.output_limit();
             let read = |r: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>| async move {
-                let mut buf = Vec::new();
-                if let Some(mut r) = r {
-                    r.read_to_end(&mut buf)
+                match r {
+                    Some(r) => crate::output::read_capped(r, limit)
                         .await
-                        .map_err(|e| Error::unavailable("exec output", e))?;
+                        .map_err(|e| Error::unavailable("exec output", e)),
+                    None => Ok(OutputBuffer::new(limit)),
                 }
-                Ok::<_, Error>(buf)
             };
             let (out, err) = tokio::try_join!(read(stdout.take()), read(stderr.take()))?;
             let status = match status {
@@ -126,11 +126,7 @@ impl Inner {
             };
             let code = exit_code(status)?;
             let _ = proc.join().await;
-            Ok(ExecResult {
-                stdout: String::from_utf8_lossy(&out).into_owned(),
-                stderr: String::from_utf8_lossy(&err).into_owned(),
-                exit_code: code,
-            })
+            Ok(ExecResult::from_output(out, err, code))
         };
         match options.timeout {
             Some(after) => tokio::time::timeout(after, run)

@@ -585,7 +585,7 @@ impl Inner {
                     "kill -{} 1 in pod {ns}/{name} exited {}: {}",
                     signal.number(),
                     r.exit_code,
-                    r.stderr.trim()
+                    r.stderr_text().trim()
                 ),
                 None,
             ));

@@ -18,7 +18,7 @@ use ire_core::{
 };
 use nix::sys::signal::{killpg, Signal as NixSignal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -624,6 +624,7 @@ impl Supervisor {
         let input = options.stdin.clone();
         let mut out = child.stdout.take().expect("piped");
         let mut err = child.stderr.take().expect("piped");
+        let limit = options.output_limit();
         let run = async move {
             let feed = async move {
                 if let (Some(mut s), Some(bytes)) = (stdin, input) {
@@ -631,10 +632,12 @@ impl Supervisor {
                     let _ = s.shutdown().await;
                 }
             };
-            let mut o = Vec::new();
-            let mut e = Vec::new();
-            let (_, ro, re) = tokio::join!(feed, out.read_to_end(&mut o), err.read_to_end(&mut e));
-            ro.and(re)?;
+            let (_, o, e) = tokio::join!(
+                feed,
+                crate::output::read_capped(&mut out, limit),
+                crate::output::read_capped(&mut err, limit)
+            );
+            let (o, e) = (o?, e?);
             let status = child.wait().await?;
             Ok::<_, std::io::Error>((status, o, e))
         };
@@ -650,15 +653,12 @@ impl Supervisor {
         let (status, o, e) =
             result.map_err(|e| Error::unavailable(format!("exec for process {name:?}"), e))?;
         let exit = ExitInfo::from_status(status);
-        Ok(ExecResult {
-            stdout: String::from_utf8_lossy(&o).into_owned(),
-            stderr: String::from_utf8_lossy(&e).into_owned(),
-            exit_code: match (exit.code, exit.signal) {
-                (Some(c), _) => i64::from(c),
-                (None, Some(s)) => 128 + i64::from(s),
-                _ => -1,
-            },
-        })
+        let exit_code = match (exit.code, exit.signal) {
+            (Some(c), _) => i64::from(c),
+            (None, Some(s)) => 128 + i64::from(s),
+            _ => -1,
+        };
+        Ok(ExecResult::from_output(o, e, exit_code))
     }
 
     /// Usage of the process group from `/proc`; CPU over the time since the previous

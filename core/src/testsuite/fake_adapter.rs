@@ -320,19 +320,17 @@ impl EnvironmentAdapter for FakeAdapter {
         }
         let result = match cmd.first().map(String::as_str) {
             Some("echo") => ExecResult {
-                stdout: format!("{}\n", cmd[1..].join(" ")),
-                stderr: String::new(),
+                stdout: format!("{}\n", cmd[1..].join(" ")).into_bytes(),
                 exit_code: 0,
+                ..Default::default()
             },
             Some("false") => ExecResult {
-                stdout: String::new(),
-                stderr: String::new(),
                 exit_code: 1,
+                ..Default::default()
             },
             Some("exit") => ExecResult {
-                stdout: String::new(),
-                stderr: String::new(),
                 exit_code: cmd.get(1).and_then(|c| c.parse().ok()).unwrap_or(0),
+                ..Default::default()
             },
             Some(_) => ExecResult::default(),
             None => return Err(Error::invalid("command", "empty")),

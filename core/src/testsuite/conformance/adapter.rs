@@ -211,14 +211,17 @@ pub async fn adapter_conformance(adapter: &dyn EnvironmentAdapter, fx: &AdapterF
         .await
         .unwrap_or_else(|e| panic!("[p19] exec {:?} failed: {}", fx.exec_ok, e.chain_message()));
     assert_eq!(
-        ok.exit_code, 0,
+        ok.exit_code,
+        0,
         "[p19] {:?} exited {}: {}",
-        fx.exec_ok, ok.exit_code, ok.stderr
+        fx.exec_ok,
+        ok.exit_code,
+        ok.stderr_text()
     );
     assert!(
-        ok.stdout.contains(&fx.exec_ok_stdout),
+        ok.stdout_text().contains(&fx.exec_ok_stdout),
         "[p19] stdout {:?} lacks {:?}",
-        ok.stdout,
+        ok.stdout_text(),
         fx.exec_ok_stdout
     );
     let fail = adapter
