@@ -45,7 +45,10 @@ pub use lock::{FencingToken, LeaseGrant, LockInfo, LockOutcome, LockService, Ope
 pub use monitor::{
     EventStream, HealthCheck, HealthCheckStrategy, HealthStatus, HealthStatusType, Monitor,
 };
-pub use network::{NetworkFault, NetworkFaultHandle, NetworkFaults};
+pub use network::{
+    BackendChoice, Bandwidth, BitRate, Cidr, Delay, Direction, NetworkBackend, NetworkFault,
+    NetworkFaultHandle, NetworkFaults, Peers, PortRange, Probability, Reorder,
+};
 pub use page::paginate;
 pub use plugin::{
     ExecutionResult, ExecutionStatus, Plugin, PluginConfig, PluginContext, PluginDependency,

@@ -11,10 +11,12 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use crate::adapter::{
-    capability, EnvironmentAdapter, NetworkFault, NetworkFaultHandle, NetworkFaults,
-    ResourceEventStream, Scaling, Signal, SignalControl,
+    capability, EnvironmentAdapter, ResourceEventStream, Scaling, Signal, SignalControl,
 };
 use crate::error::{Error, Result};
+use crate::network::{
+    BackendChoice, NetworkBackend, NetworkFault, NetworkFaultHandle, NetworkFaults,
+};
 use crate::resource::{
     phase, AdapterConfig, AdapterInfo, DeleteOptions, ExecOptions, ExecResult, Metrics, Resource,
     ResourceEvent, ResourceEventType, ResourceKey, ResourceSpec,
@@ -36,7 +38,7 @@ pub struct AdapterCall {
 struct State {
     resources: BTreeMap<String, Resource>,
     calls: Vec<AdapterCall>,
-    active_faults: BTreeMap<String, NetworkFault>,
+    active_faults: BTreeMap<String, NetworkFaultHandle>,
     failures: BTreeMap<String, Error>,
     next_id: u64,
 }
@@ -114,8 +116,8 @@ impl FakeAdapter {
             .insert(method.to_owned(), error);
     }
 
-    /// Network faults currently applied, by resource id.
-    pub fn active_network_faults(&self) -> BTreeMap<String, NetworkFault> {
+    /// Network faults currently applied, by fault id.
+    pub fn active_network_faults(&self) -> BTreeMap<String, NetworkFaultHandle> {
         self.state.lock().unwrap().active_faults.clone()
     }
 
@@ -417,30 +419,51 @@ impl SignalControl for FakeAdapter {
 
 #[async_trait]
 impl NetworkFaults for FakeAdapter {
-    async fn apply(&self, id: &str, fault: &NetworkFault) -> Result<NetworkFaultHandle> {
-        self.record("network_apply", id, format!("{fault:?}"))?;
+    async fn prepare(
+        &self,
+        id: &str,
+        fault_id: &str,
+        fault: &NetworkFault,
+    ) -> Result<NetworkFaultHandle> {
+        self.record("network_prepare", id, fault_id)?;
+        crate::network::check_fault_id(fault_id)?;
+        fault.validate()?;
         let r = self
             .resource(id)
             .ok_or_else(|| Error::not_found("resource", id))?;
-        self.state
-            .lock()
-            .unwrap()
-            .active_faults
-            .insert(r.id.clone(), fault.clone());
         Ok(NetworkFaultHandle {
+            fault_id: fault_id.to_owned(),
             resource_id: r.id,
             fault: fault.clone(),
+            backend: match fault.backend {
+                BackendChoice::Netem => NetworkBackend::Netem,
+                _ => NetworkBackend::Userspace,
+            },
             data: serde_json::Value::Null,
         })
     }
 
-    async fn revert(&self, handle: &NetworkFaultHandle) -> Result<()> {
-        self.record("network_revert", &handle.resource_id, "")?;
+    async fn apply(&self, handle: &NetworkFaultHandle) -> Result<()> {
+        self.record(
+            "network_apply",
+            &handle.resource_id,
+            format!("{} {:?}", handle.fault_id, handle.fault),
+        )?;
         self.state
             .lock()
             .unwrap()
             .active_faults
-            .remove(&handle.resource_id);
+            .insert(handle.fault_id.clone(), handle.clone());
+        Ok(())
+    }
+
+    async fn revert(&self, handle: &NetworkFaultHandle) -> Result<()> {
+        self.record("network_revert", &handle.resource_id, &handle.fault_id)?;
+        self.state
+            .lock()
+            .unwrap()
+            .active_faults
+            .remove(&handle.fault_id);
         Ok(())
     }
 }
