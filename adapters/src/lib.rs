@@ -8,6 +8,8 @@ pub mod kubernetes;
 #[cfg(feature = "process")]
 pub mod process;
 
+#[cfg(any(feature = "docker", feature = "kubernetes", feature = "process"))]
+mod net_fault;
 #[cfg(any(feature = "process", feature = "kubernetes"))]
 mod output;
 pub mod telemetry;

@@ -95,17 +95,21 @@ fn jitter_widens_the_spread_of_round_trips_around_the_latency() {
     assert!(a.stop());
     assert_eq!(spread.len(), 200);
     // Uniform in 50 ± 20 ms: 80% of round trips within a 32 ms band (p10 to p90), where
-    // without jitter they are within a millisecond or two.
+    // without jitter they are within a millisecond or two (a few more on a loaded machine:
+    // the same load widens both bands).
     let band = |v: &[f64]| v[v.len() * 9 / 10] - v[v.len() / 10];
     let (flat_band, jit_band) = (band(&flat), band(&spread));
-    assert!(flat_band < 5.0, "without jitter: p10-p90 {flat_band:.2} ms");
     assert!(
-        (24.0..=40.0).contains(&jit_band),
-        "with jitter: p10-p90 {jit_band:.2} ms"
+        flat_band < 10.0,
+        "without jitter: p10-p90 {flat_band:.2} ms"
     );
     assert!(
-        spread[0] >= 29.0 && spread[spread.len() - 1] <= 75.0,
-        "{spread:?}"
+        (24.0..=45.0).contains(&jit_band) && jit_band > flat_band + 15.0,
+        "with jitter: p10-p90 {jit_band:.2} ms (without: {flat_band:.2} ms)"
+    );
+    assert!(
+        spread[0] >= 29.0,
+        "nothing leaves before latency - jitter: {spread:?}"
     );
     assert!((median(&spread) - 50.0).abs() < 8.0, "{}", median(&spread));
 }

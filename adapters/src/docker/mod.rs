@@ -29,15 +29,18 @@ use bollard::{ClientVersion, Docker, API_DEFAULT_VERSION};
 use futures::StreamExt;
 use ire_core::adapter::capability;
 use ire_core::{
-    AdapterConfig, AdapterInfo, DeleteOptions, EnvironmentAdapter, Error, ErrorClass, ExecOptions,
-    ExecResult, Metrics, NetworkFault, NetworkFaultHandle, NetworkFaults, Resource,
+    AdapterConfig, AdapterInfo, Cidr, DeleteOptions, EnvironmentAdapter, Error, ErrorClass,
+    ExecOptions, ExecResult, Metrics, NetworkFault, NetworkFaultHandle, NetworkFaults, Resource,
     ResourceEventStream, ResourceFilter, ResourceSpec, Result, Scaling, Signal, SignalControl,
 };
 use tokio_util::sync::CancellationToken;
 
 pub use config::{DockerConfig, DEFAULT_NET_FAULT_IMAGE, MANAGED_BY_LABEL};
 pub use convert::{COMPOSE_NUMBER, COMPOSE_PROJECT, COMPOSE_SERVICE, KIND_CONTAINER};
-pub use net_fault::HELPER_LABEL as NET_FAULT_HELPER_LABEL;
+pub use net_fault::{
+    emulator_name as net_fault_emulator_name, FAULT_LABEL as NET_FAULT_LABEL,
+    HELPER_LABEL as NET_FAULT_HELPER_LABEL,
+};
 
 use convert::{parse_ref, to_resource, ContainerRef, ContainerView};
 use error::{from_bollard, is_not_modified};
@@ -661,22 +664,41 @@ impl Scaling for DockerAdapter {
 
 #[async_trait]
 impl NetworkFaults for DockerAdapter {
-    async fn apply(&self, id: &str, fault: &NetworkFault) -> Result<NetworkFaultHandle> {
-        crate::telemetry::observed(ENVIRONMENT, &self.name, "apply", async {
-            let c = self.inspect(id).await?;
-            let cid = c.id.clone().unwrap_or_default();
-            if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
-                return Err(Error::Conflict {
-                    message: format!("{id} is not running: its network cannot be faulted"),
-                });
-            }
-            self.runner()?.apply(&cid, fault).await
+    async fn prepare(
+        &self,
+        id: &str,
+        fault_id: &str,
+        fault: &NetworkFault,
+    ) -> Result<NetworkFaultHandle> {
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "network_prepare", async {
+            crate::net_fault::check_request(fault_id, fault)?;
+            let cid = self.running_container(id).await?;
+            let peers = match &fault.peers.resources {
+                Some(filter) => crate::net_fault::peers_found(self.addresses(filter).await?, id)?,
+                None => Vec::new(),
+            };
+            let (data, backend) = self.runner()?.prepare(&cid, fault_id, fault, peers).await?;
+            Ok(NetworkFaultHandle {
+                fault_id: fault_id.to_owned(),
+                resource_id: cid,
+                fault: fault.clone(),
+                backend,
+                data,
+            })
+        })
+        .await
+    }
+
+    async fn apply(&self, handle: &NetworkFaultHandle) -> Result<()> {
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "network_apply", async {
+            self.running_container(&handle.resource_id).await?;
+            self.runner()?.apply(handle).await
         })
         .await
     }
 
     async fn revert(&self, handle: &NetworkFaultHandle) -> Result<()> {
-        crate::telemetry::observed(ENVIRONMENT, &self.name, "revert", async {
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "network_revert", async {
             self.runner()?.revert(handle).await
         })
         .await
@@ -703,10 +725,45 @@ impl DockerAdapter {
         }
     }
 
+    /// The id of the running container `id` names; a stopped one has no network to fault.
+    async fn running_container(&self, id: &str) -> Result<String> {
+        let c = self.inspect(id).await?;
+        if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+            return Err(Error::Conflict {
+                message: format!("{id} is not running: its network cannot be faulted"),
+            });
+        }
+        Ok(c.id.unwrap_or_default())
+    }
+
+    /// The addresses of the containers `filter` selects, on every network they joined.
+    async fn addresses(&self, filter: &ResourceFilter) -> Result<Vec<Cidr>> {
+        let mut out = Vec::new();
+        for r in self.list_resources(filter).await? {
+            let c = self.inspect(&r.id).await?;
+            let nets = c
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default();
+            for ep in nets.values() {
+                for ip in [&ep.ip_address, &ep.global_ipv6_address]
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Ok(addr) = ip.parse() {
+                        out.push(Cidr::host(addr));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn runner(&self) -> Result<net_fault::NetFaultRunner> {
         Ok(net_fault::NetFaultRunner {
             docker: self.docker()?.clone(),
             image: self.config.net_fault_image.clone(),
+            labels: self.config.labels.clone().into_iter().collect(),
         })
     }
 }

@@ -1,167 +1,63 @@
-//! Network faults inside a container's network namespace, applied by a short-lived helper
-//! container that joins it (`--network container:<target>`, `NET_ADMIN`).
+//! Network faults inside a container's network namespace, through the `ire/net-fault`
+//! helper image (`ire-net-fault`, tc, nft, ip) run with `--network container:<target>`,
+//! `NET_ADMIN` and `NET_RAW`.
 //!
-//! - latency and jitter: `tc qdisc ... netem delay` (needs the kernel's `sch_netem`);
-//! - bandwidth: `netem rate` with a latency, else `tc qdisc ... tbf`;
-//! - loss and partition: an nftables table `inet ire_fault` that drops a random share of
-//!   outgoing packets, or every packet in and out except loopback. nftables is used for
-//!   them because it is present wherever Docker's own networking works, while `sch_netem`
-//!   is missing from some kernels.
-//!
-//! Reverting deletes the root qdisc and the table. A container that stopped or was removed
-//! took its namespace, and the fault, with it: reverting it is a no-op.
+//! - prepare: a short-lived helper probes the namespace (does its kernel run netem? which
+//!   interfaces?); the backend is chosen and the plan made.
+//! - apply: with the userspace backend, the helper container `ire-nf-<fault id>` keeps
+//!   running the emulator; otherwise a short-lived helper installs tc and nftables and exits.
+//! - revert: the emulator's container is stopped (SIGTERM: it releases held packets and
+//!   removes its rules) and removed, then a short-lived helper removes whatever is left of
+//!   the fault. A container that stopped or was removed took its namespace, and the fault,
+//!   with it: reverting it is then a no-op.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{LogsOptions, RemoveContainerOptions};
+use bollard::query_parameters::{
+    CreateContainerOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
+};
 use bollard::Docker;
 use futures::StreamExt;
-use ire_core::{Error, ErrorClass, NetworkFault, NetworkFaultHandle, Result};
+use ire_core::{Cidr, Error, ErrorClass, NetworkBackend, NetworkFault, NetworkFaultHandle, Result};
+use ire_net_fault::probe::Probe;
+use ire_net_fault::Plan;
 use serde::{Deserialize, Serialize};
 
 use super::error::from_bollard;
+use crate::net_fault::{handle_data, helper_args, make_plan, parse_probe};
 
-/// The nftables table the adapter owns in a target's namespace.
-const TABLE: &str = "inet ire_fault";
-/// The interface faulted when the fault names none.
-const DEFAULT_INTERFACE: &str = "eth0";
-/// The label marking helper containers (and the target they act on).
+/// The label marking helper containers (its value: the target container's id).
 pub const HELPER_LABEL: &str = "ire.net-fault-helper";
+/// The label with the fault id, on the emulator's container.
+pub const FAULT_LABEL: &str = "ire.fault-id";
+/// Where the helper image has the helper.
+const HELPER_BIN: &str = "/usr/local/bin/ire-net-fault";
+/// How long the emulator's container gets to release its packets when stopped.
+const STOP_GRACE_SECS: i32 = 5;
+/// How long apply waits for the emulator to report it is in place.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What [`NetworkFaultHandle::data`] holds for a docker fault.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct FaultData {
+#[serde(rename_all = "kebab-case")]
+struct DockerData {
+    /// The target container's id.
     container: String,
-    interface: String,
-    tc: bool,
-    nft: bool,
+    /// What the helper applies in its namespace.
+    plan: Plan,
 }
 
-/// The shell script that applies `fault` (and what it touches), after validating it.
-fn apply_script(fault: &NetworkFault) -> Result<(String, FaultData)> {
-    let iface = fault.interface.as_deref().unwrap_or(DEFAULT_INTERFACE);
-    let iface_ok = !iface.is_empty()
-        && iface.len() <= 15
-        && iface
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !iface_ok {
-        return Err(Error::invalid(
-            "interface",
-            format!("{iface:?} is not a network interface name"),
-        ));
-    }
-    if fault.jitter.is_some() && fault.latency.is_none() {
-        return Err(Error::invalid("jitter", "needs a latency"));
-    }
-    if let Some(loss) = fault.loss_percent {
-        if !(0.0..=100.0).contains(&loss) || loss.is_nan() {
-            return Err(Error::invalid(
-                "loss-percent",
-                format!("{loss} is not a percentage (0-100)"),
-            ));
-        }
-    }
-    if fault.rate_bps == Some(0) {
-        return Err(Error::invalid("rate-bps", "must be more than 0"));
-    }
-    let mut script = String::from("set -e\n");
-    let mut tc = false;
-    let mut nft = false;
-    match (fault.latency, fault.rate_bps) {
-        (Some(latency), rate) => {
-            script.push_str(&format!(
-                "/sbin/tc qdisc replace dev {iface} root netem delay {}us",
-                latency.as_micros()
-            ));
-            if let Some(j) = fault.jitter {
-                script.push_str(&format!(" {}us", j.as_micros()));
-            }
-            if let Some(r) = rate {
-                script.push_str(&format!(" rate {r}bit"));
-            }
-            script.push('\n');
-            tc = true;
-        }
-        (None, Some(rate)) => {
-            // A tenth of a second of traffic per burst, at least 16 KiB so full frames pass.
-            let burst = (rate / 8 / 10).max(16 * 1024);
-            script.push_str(&format!(
-                "/sbin/tc qdisc replace dev {iface} root tbf rate {rate}bit burst {burst} latency 50ms\n"
-            ));
-            tc = true;
-        }
-        (None, None) => {}
-    }
-    let drop_rule = if fault.partition {
-        Some(format!(
-            "add rule {TABLE} output oifname != \"lo\" drop; add rule {TABLE} input iifname != \"lo\" drop"
-        ))
-    } else {
-        fault.loss_percent.filter(|l| *l > 0.0).map(|loss| {
-            // In basis points, so 0.5% is expressible.
-            let bp = (loss * 100.0).round() as u64;
-            if bp >= 10_000 {
-                format!("add rule {TABLE} output oifname != \"lo\" drop")
-            } else {
-                format!(
-                    "add rule {TABLE} output oifname != \"lo\" numgen random mod 10000 < {bp} drop"
-                )
-            }
-        })
-    };
-    if let Some(rule) = drop_rule {
-        script.push_str(&format!(
-            "/sbin/nft delete table {TABLE} 2>/dev/null || true\n\
-             /sbin/nft 'add table {TABLE}; \
-             add chain {TABLE} output {{ type filter hook output priority 0; policy accept; }}; \
-             add chain {TABLE} input {{ type filter hook input priority 0; policy accept; }}; \
-             {rule}'\n"
-        ));
-        nft = true;
-    }
-    if !tc && !nft {
-        return Err(Error::invalid(
-            "network fault",
-            "sets none of latency, rate-bps, loss-percent, partition",
-        ));
-    }
-    Ok((
-        script,
-        FaultData {
-            container: String::new(),
-            interface: iface.to_owned(),
-            tc,
-            nft,
-        },
-    ))
+/// The name of the container that runs a fault's emulator.
+pub fn emulator_name(fault_id: &str) -> String {
+    format!("ire-nf-{fault_id}")
 }
 
-/// The script that takes a fault back; what is already gone is fine.
-fn revert_script(d: &FaultData) -> String {
-    let mut s = String::new();
-    if d.tc {
-        s.push_str(&format!(
-            "out=$(/sbin/tc qdisc del dev {} root 2>&1) || case \"$out\" in \
-             *'handle of zero'*|*'No such file'*|*'Cannot find device'*) ;; \
-             *) echo \"$out\" >&2; exit 1;; esac\n",
-            d.interface
-        ));
-    }
-    if d.nft {
-        s.push_str(&format!(
-            "out=$(/sbin/nft delete table {TABLE} 2>&1) || case \"$out\" in \
-             *'No such file'*) ;; *) echo \"$out\" >&2; exit 1;; esac\n"
-        ));
-    }
-    s.push_str("exit 0\n");
-    s
-}
-
-/// The outcome of one helper run.
+/// The outcome of one short-lived helper run.
 struct HelperRun {
     exit_code: i64,
+    stdout: String,
     stderr: String,
 }
 
@@ -170,58 +66,75 @@ struct HelperRun {
 pub(crate) struct NetFaultRunner {
     pub docker: Docker,
     pub image: String,
+    /// The adapter's labels, put on every helper container too.
+    pub labels: HashMap<String, String>,
 }
 
 impl NetFaultRunner {
-    /// Applies `fault` to the running container `container_id`.
-    pub async fn apply(
+    /// Probes the running container `cid` and makes the plan.
+    pub async fn prepare(
         &self,
-        container_id: &str,
+        cid: &str,
+        fault_id: &str,
         fault: &NetworkFault,
-    ) -> Result<NetworkFaultHandle> {
-        let (script, mut data) = apply_script(fault)?;
-        data.container = container_id.to_owned();
-        let run = self.run_helper(container_id, &script).await?;
-        if run.exit_code != 0 {
-            // Take back whatever part was applied before the failing command.
-            let _ = self.run_helper(container_id, &revert_script(&data)).await;
-            if run.stderr.contains("qdisc kind is unknown") {
-                return Err(Error::unsupported(
-                    "network latency and rate (tc netem/tbf)",
-                    "this Docker host's kernel (no sch_netem/sch_tbf module)",
-                ));
-            }
-            return Err(Error::other(
-                ErrorClass::Fatal,
-                format!(
-                    "applying a network fault to container {container_id} failed (exit {}): {}",
-                    run.exit_code,
-                    run.stderr.trim()
-                ),
-                None,
-            ));
-        }
-        Ok(NetworkFaultHandle {
-            resource_id: container_id.to_owned(),
-            fault: fault.clone(),
-            data: serde_json::to_value(&data).expect("fault data serializes"),
-        })
+        peers: Vec<Cidr>,
+    ) -> Result<(serde_json::Value, NetworkBackend)> {
+        let probe = self.probe(cid, fault_id).await?;
+        let plan = make_plan(fault_id, fault, &probe, peers, &format!("container {cid}"))?;
+        let backend = plan.backend;
+        let data = DockerData {
+            container: cid.to_owned(),
+            plan,
+        };
+        Ok((
+            serde_json::to_value(data).expect("docker data serializes"),
+            backend,
+        ))
     }
 
-    /// Reverts a fault applied by [`NetFaultRunner::apply`].
+    async fn probe(&self, cid: &str, fault_id: &str) -> Result<Probe> {
+        let args = vec![
+            "probe".to_owned(),
+            "--fault-id".to_owned(),
+            fault_id.to_owned(),
+        ];
+        let run = self.one_shot(cid, args).await?;
+        if run.exit_code != 0 {
+            return Err(helper_failed("probing the network of", cid, &run));
+        }
+        parse_probe(&run.stdout, &format!("container {cid}"))
+    }
+
+    /// Applies a prepared fault to its (running) container.
+    pub async fn apply(&self, handle: &NetworkFaultHandle) -> Result<()> {
+        let d: DockerData = handle_data(handle, "docker")?;
+        if d.plan.needs_emulator() {
+            return self.start_emulator(&d).await;
+        }
+        let run = self
+            .one_shot(&d.container, helper_args("apply", &d.plan))
+            .await?;
+        if run.exit_code != 0 {
+            // The helper took back what it had applied before failing.
+            return Err(helper_failed(
+                "applying a network fault to",
+                &d.container,
+                &run,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reverts a fault from its handle alone.
     pub async fn revert(&self, handle: &NetworkFaultHandle) -> Result<()> {
-        let data: FaultData = serde_json::from_value(handle.data.clone()).map_err(|e| {
-            Error::invalid(
-                "network fault handle data",
-                format!("not a docker adapter handle: {e}"),
-            )
-        })?;
-        match self.docker.inspect_container(&data.container, None).await {
+        let d: DockerData = handle_data(handle, "docker")?;
+        self.remove_emulator(&d.plan.fault_id).await?;
+        match self.docker.inspect_container(&d.container, None).await {
             Ok(c) if c.state.as_ref().and_then(|s| s.running).unwrap_or(false) => {}
             // Stopped or gone: the namespace, and the fault, went with it.
             Ok(_) => return Ok(()),
             Err(e) => {
-                let e = from_bollard(e, "container", &data.container);
+                let e = from_bollard(e, "container", &d.container);
                 if matches!(e, Error::NotFound { .. }) {
                     return Ok(());
                 }
@@ -229,57 +142,152 @@ impl NetFaultRunner {
             }
         }
         let run = self
-            .run_helper(&data.container, &revert_script(&data))
+            .one_shot(&d.container, helper_args("revert", &d.plan))
             .await?;
         if run.exit_code != 0 {
-            return Err(Error::other(
-                ErrorClass::Retryable,
-                format!(
-                    "reverting the network fault on container {} failed (exit {}): {}",
-                    data.container,
-                    run.exit_code,
-                    run.stderr.trim()
-                ),
-                None,
-            ));
+            let mut e = helper_failed("reverting the network fault on", &d.container, &run);
+            if let Error::Other { class, .. } = &mut e {
+                *class = ErrorClass::Retryable;
+            }
+            return Err(e);
         }
         Ok(())
     }
 
-    /// Runs `script` in a helper container in `target`'s network namespace and removes it.
-    async fn run_helper(&self, target: &str, script: &str) -> Result<HelperRun> {
-        let body = ContainerCreateBody {
+    fn body(
+        &self,
+        target: &str,
+        args: Vec<String>,
+        mut labels: HashMap<String, String>,
+    ) -> ContainerCreateBody {
+        for (k, v) in &self.labels {
+            labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        ContainerCreateBody {
             image: Some(self.image.clone()),
-            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
-            cmd: Some(vec![script.to_owned()]),
-            labels: Some(HashMap::from([(
-                HELPER_LABEL.to_owned(),
-                target.to_owned(),
-            )])),
+            entrypoint: Some(vec![HELPER_BIN.to_owned()]),
+            cmd: Some(args),
+            labels: Some(labels),
             host_config: Some(HostConfig {
                 network_mode: Some(format!("container:{target}")),
-                cap_add: Some(vec!["NET_ADMIN".into()]),
+                cap_add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
                 ..Default::default()
             }),
             ..Default::default()
-        };
-        let created =
-            self.docker
-                .create_container(None, body)
-                .await
-                .map_err(|e| match from_bollard(e, "image", &self.image) {
-                    Error::NotFound { .. } => Error::other(
-                        ErrorClass::Fatal,
-                        format!(
-                            "the network-fault helper image {} is not on the Docker host \
+        }
+    }
+
+    async fn create(&self, name: Option<&str>, body: ContainerCreateBody) -> Result<String> {
+        let options = name.map(|n| CreateContainerOptions {
+            name: Some(n.to_owned()),
+            ..Default::default()
+        });
+        self.docker
+            .create_container(options, body)
+            .await
+            .map(|c| c.id)
+            .map_err(|e| match from_bollard(e, "image", &self.image) {
+                Error::NotFound { .. } => Error::other(
+                    ErrorClass::Fatal,
+                    format!(
+                        "the network-fault helper image {} is not on the Docker host \
                          (build it with deploy/test-images/build.sh, or set net-fault-image)",
-                            self.image
-                        ),
-                        None,
+                        self.image
                     ),
-                    other => other,
-                })?;
-        let id = created.id;
+                    None,
+                ),
+                other => other,
+            })
+    }
+
+    /// Starts the emulator's container and waits for its ready line.
+    async fn start_emulator(&self, d: &DockerData) -> Result<()> {
+        let name = emulator_name(&d.plan.fault_id);
+        // A leftover of an earlier attempt at the same fault is replaced.
+        self.remove_emulator(&d.plan.fault_id).await?;
+        let labels = HashMap::from([
+            (HELPER_LABEL.to_owned(), d.container.clone()),
+            (FAULT_LABEL.to_owned(), d.plan.fault_id.clone()),
+        ]);
+        let body = self.body(&d.container, helper_args("apply", &d.plan), labels);
+        let id = self.create(Some(&name), body).await?;
+        self.docker
+            .start_container(&id, None)
+            .await
+            .map_err(|e| from_bollard(e, "container", &id))?;
+        let mut logs = self.docker.logs(
+            &id,
+            Some(LogsOptions {
+                follow: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        );
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        let ready = tokio::time::timeout(READY_TIMEOUT, async {
+            while let Some(item) = logs.next().await {
+                match item {
+                    Ok(bollard::container::LogOutput::StdOut { message }) => {
+                        stdout.push_str(&String::from_utf8_lossy(&message));
+                        if stdout.contains("\"fault-id\"") {
+                            return true;
+                        }
+                    }
+                    Ok(other) => stderr.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                    Err(_) => break,
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        if ready {
+            return Ok(());
+        }
+        let _ = self.remove_emulator(&d.plan.fault_id).await;
+        Err(Error::other(
+            ErrorClass::Fatal,
+            format!(
+                "the network-fault emulator for container {} did not start: {}",
+                d.container,
+                stderr.trim()
+            ),
+            None,
+        ))
+    }
+
+    /// Stops (SIGTERM, then SIGKILL after the grace period) and removes the fault's
+    /// emulator container; none is fine.
+    async fn remove_emulator(&self, fault_id: &str) -> Result<()> {
+        let name = emulator_name(fault_id);
+        let stop = StopContainerOptions {
+            t: Some(STOP_GRACE_SECS),
+            ..Default::default()
+        };
+        if let Err(e) = self.docker.stop_container(&name, Some(stop)).await {
+            // Not running (304) is what we want; not there means nothing to do.
+            if let Error::NotFound { .. } = from_bollard(e, "container", &name) {
+                return Ok(());
+            }
+        }
+        let rm = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(&name, Some(rm)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match from_bollard(e, "container", &name) {
+                Error::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Runs the helper with `args` in `target`'s network namespace, and removes it.
+    async fn one_shot(&self, target: &str, args: Vec<String>) -> Result<HelperRun> {
+        let labels = HashMap::from([(HELPER_LABEL.to_owned(), target.to_owned())]);
+        let id = self.create(None, self.body(target, args, labels)).await?;
         let result = self.start_and_collect(&id).await;
         let rm = RemoveContainerOptions {
             force: true,
@@ -311,79 +319,38 @@ impl NetFaultRunner {
                 ..Default::default()
             }),
         );
-        let mut stderr = String::new();
+        let (mut stdout, mut stderr) = (String::new(), String::new());
         while let Some(item) = logs.next().await {
-            if let Ok(out) = item {
-                stderr.push_str(&String::from_utf8_lossy(&out.into_bytes()));
+            match item {
+                Ok(bollard::container::LogOutput::StdOut { message }) => {
+                    stdout.push_str(&String::from_utf8_lossy(&message))
+                }
+                Ok(other) => stderr.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                Err(_) => break,
             }
         }
-        Ok(HelperRun { exit_code, stderr })
+        Ok(HelperRun {
+            exit_code,
+            stdout,
+            stderr,
+        })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn latency_and_loss_build_one_netem_and_one_nft_step() {
-        let f = NetworkFault {
-            latency: Some(Duration::from_millis(200)),
-            jitter: Some(Duration::from_millis(20)),
-            loss_percent: Some(12.5),
-            ..Default::default()
-        };
-        let (s, d) = apply_script(&f).unwrap();
-        assert!(s.contains("netem delay 200000us 20000us"), "{s}");
-        assert!(s.contains("numgen random mod 10000 < 1250 drop"), "{s}");
-        assert!(d.tc && d.nft);
+fn helper_failed(what: &str, container: &str, run: &HelperRun) -> Error {
+    let stderr = run.stderr.trim();
+    if stderr.contains("qdisc kind is unknown") {
+        return Error::unsupported(
+            format!("netem ({stderr})"),
+            format!("the kernel of container {container}'s Docker host"),
+        );
     }
-
-    #[test]
-    fn partition_drops_both_directions_but_not_loopback() {
-        let (s, d) = apply_script(&NetworkFault {
-            partition: true,
-            ..Default::default()
-        })
-        .unwrap();
-        assert!(s.contains("output oifname != \"lo\" drop"));
-        assert!(s.contains("input iifname != \"lo\" drop"));
-        assert!(!d.tc && d.nft);
-        let r = revert_script(&d);
-        assert!(r.contains("nft delete table inet ire_fault") && !r.contains("tc qdisc"));
-    }
-
-    #[test]
-    fn bad_faults_are_rejected_with_the_field() {
-        let cases = [
-            (NetworkFault::default(), "network fault"),
-            (
-                NetworkFault {
-                    loss_percent: Some(150.0),
-                    ..Default::default()
-                },
-                "loss-percent",
-            ),
-            (
-                NetworkFault {
-                    jitter: Some(Duration::from_millis(1)),
-                    ..Default::default()
-                },
-                "jitter",
-            ),
-            (
-                NetworkFault {
-                    partition: true,
-                    interface: Some("eth0; reboot".into()),
-                    ..Default::default()
-                },
-                "interface",
-            ),
-        ];
-        for (f, field) in cases {
-            let e = apply_script(&f).unwrap_err();
-            assert!(e.to_string().contains(field), "{e}");
-        }
-    }
+    Error::other(
+        ErrorClass::Fatal,
+        format!(
+            "{what} container {container} failed (exit {}): {stderr}",
+            run.exit_code
+        ),
+        None,
+    )
 }
