@@ -27,15 +27,15 @@ async fn ping(t: &DockerTest, from: &str, ip: &str, count: u32) -> (u32, Option<
         .exec_in_resource(from, &cmd, &ExecOptions::default())
         .await
         .unwrap();
-    let received = out
-        .stdout
+    let stdout = out.stdout_text();
+    let received = stdout
         .lines()
         .find_map(|l| {
             let (_, rest) = l.split_once("transmitted, ")?;
             rest.split_whitespace().next()?.parse().ok()
         })
         .unwrap_or(0);
-    let avg = out.stdout.lines().find_map(|l| {
+    let avg = stdout.lines().find_map(|l| {
         let (_, v) = l.split_once("min/avg/max = ")?;
         v.split('/').nth(1)?.parse().ok()
     });
