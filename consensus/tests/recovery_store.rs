@@ -197,15 +197,36 @@ async fn an_interrupted_snapshot_install_is_completed_when_the_store_reopens() {
     assert_eq!(sm.read(|v| v.locks(Utc::now()).unwrap().len()), 29);
 }
 
+/// Waits (bounded) until the log holds exactly `n` entries: purges run on a blocking thread.
+async fn until_len(log: &LogStore, n: usize) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while log.len() != n {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the log holds {} entries, expected {n}",
+            log.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn purge_and_truncate_keep_what_they_must() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _sm) = open(dir.path());
+    let (mut log, mut sm) = open(dir.path());
     append(&mut log, entries(40)).await;
+    // The state machine covers the log up to 30 once a snapshot made it durable.
+    sm.apply(entries(40).into_iter().take(30)).await.unwrap();
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     log.purge(log_id(25)).await.unwrap();
     log.truncate(log_id(36)).await.unwrap();
+    until_len(&log, 10).await;
     drop(log);
-    drop(_sm);
+    drop(sm);
     let (mut log, _sm) = open(dir.path());
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id, Some(log_id(25)));
@@ -218,6 +239,60 @@ async fn purge_and_truncate_keep_what_they_must() {
         .map(|e| e.log_id.index)
         .collect();
     assert_eq!(got, (26..=35).collect::<Vec<_>>());
+}
+
+/// openraft purges a follower's log up to a snapshot right after it asks the state machine
+/// to install it, without waiting. A node stopped in between must still find its log
+/// starting at or below its applied state, or it cannot restart (the entries it must
+/// re-apply are gone). The purge is hidden from openraft at once, and carried out only up to
+/// what the state machine durably covers.
+#[tokio::test]
+async fn a_purge_ahead_of_the_state_machine_keeps_the_entries_it_still_needs() {
+    let leader = tempfile::tempdir().unwrap();
+    let (meta, _bytes) = leader_snapshot(leader.path()).await;
+    let follower = tempfile::tempdir().unwrap();
+    {
+        // The follower has entries 1..=12, applied 1..=10, made durable by a snapshot.
+        let (mut log, mut sm) = open(follower.path());
+        append(&mut log, entries(12)).await;
+        sm.apply(entries(10)).await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        // The leader's snapshot covers 30: openraft purges up to it at once.
+        log.purge(meta.last_log_id.unwrap()).await.unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, meta.last_log_id);
+        assert_eq!(state.last_log_id, meta.last_log_id);
+        assert!(log.try_get_log_entries(0..100).await.unwrap().is_empty());
+        // Only what the state machine covers is removed.
+        until_len(&log, 2).await;
+        // Stopped before the install was recorded.
+    }
+    let (mut log, mut sm) = open(follower.path());
+    let state = log.get_log_state().await.unwrap();
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(10)));
+    assert!(
+        state.last_purged_log_id <= applied,
+        "the log starts above the applied state: purged {:?}, applied {applied:?}",
+        state.last_purged_log_id
+    );
+    assert_eq!(state.last_log_id, Some(log_id(12)));
+    let got: Vec<u64> = log
+        .try_get_log_entries(0..100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
+    assert_eq!(
+        got,
+        vec![11, 12],
+        "the entries above the applied state are kept"
+    );
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use super::meta_keys;
 use super::{campaigns, kv, ledger, Tables};
 use crate::error::{StoreError, StoreResult};
 use crate::store::codec::{decode, encode, index_key, time_key};
+use crate::store::export::{BeforeImages, TxTree};
 use crate::types::{
     CampaignRecord, Command, Entry, Json, LogId, Rejection, Response, StoredMembership,
 };
@@ -23,47 +24,49 @@ fn abort(e: StoreError) -> Abort {
     ConflictableTransactionError::Abort(e)
 }
 
-/// The trees of one transaction, by role.
+/// The trees of one transaction, by role. Writes to the data trees record before-images
+/// while a snapshot export runs (`store::export`).
 struct Tx<'a> {
-    meta: &'a TransactionalTree,
-    locks: &'a TransactionalTree,
-    executions: &'a TransactionalTree,
-    exec_by_time: &'a TransactionalTree,
-    exec_by_resource: &'a TransactionalTree,
-    exec_by_campaign: &'a TransactionalTree,
-    faults: &'a TransactionalTree,
-    fault_by_time: &'a TransactionalTree,
-    fault_by_resource: &'a TransactionalTree,
-    fault_by_campaign: &'a TransactionalTree,
-    faults_active: &'a TransactionalTree,
-    campaigns: &'a TransactionalTree,
-    audit: &'a TransactionalTree,
-    kv: &'a TransactionalTree,
+    meta: TxTree<'a>,
+    locks: TxTree<'a>,
+    executions: TxTree<'a>,
+    exec_by_time: TxTree<'a>,
+    exec_by_resource: TxTree<'a>,
+    exec_by_campaign: TxTree<'a>,
+    faults: TxTree<'a>,
+    fault_by_time: TxTree<'a>,
+    fault_by_resource: TxTree<'a>,
+    fault_by_campaign: TxTree<'a>,
+    faults_active: TxTree<'a>,
+    campaigns: TxTree<'a>,
+    audit: TxTree<'a>,
+    kv: TxTree<'a>,
 }
 
 impl<'a> Tx<'a> {
-    fn new(t: &'a [TransactionalTree]) -> Self {
-        // Same order as `Tables::all`.
+    fn new(t: &'a [TransactionalTree], images: &'a BeforeImages) -> Self {
+        // Same order as `Tables::all`: the meta tree, then the data trees in snapshot order.
+        let data = |i: usize| TxTree::new(&t[i + 1], images, Some(i));
         Tx {
-            meta: &t[0],
-            locks: &t[1],
-            executions: &t[2],
-            exec_by_time: &t[3],
-            exec_by_resource: &t[4],
-            exec_by_campaign: &t[5],
-            faults: &t[6],
-            fault_by_time: &t[7],
-            fault_by_resource: &t[8],
-            fault_by_campaign: &t[9],
-            faults_active: &t[10],
-            campaigns: &t[11],
-            audit: &t[12],
-            kv: &t[13],
+            meta: TxTree::new(&t[0], images, None),
+            locks: data(0),
+            executions: data(1),
+            exec_by_time: data(2),
+            exec_by_resource: data(3),
+            exec_by_campaign: data(4),
+            faults: data(5),
+            fault_by_time: data(6),
+            fault_by_resource: data(7),
+            fault_by_campaign: data(8),
+            faults_active: data(9),
+            campaigns: data(10),
+            audit: data(11),
+            kv: data(12),
         }
     }
 
     fn get<T: serde::de::DeserializeOwned>(
-        tree: &TransactionalTree,
+        tree: TxTree<'_>,
         what: &'static str,
         key: &[u8],
     ) -> TxResult<Option<T>> {
@@ -74,7 +77,7 @@ impl<'a> Tx<'a> {
     }
 
     fn put<T: serde::Serialize>(
-        tree: &TransactionalTree,
+        tree: TxTree<'_>,
         what: &'static str,
         key: &[u8],
         value: &T,
@@ -123,9 +126,18 @@ fn answer_of(command: &Command, index: u64, answer: Result<Response, Rejection>)
 
 /// Applies `entries` in one transaction (all or nothing) and returns one response each.
 pub fn apply_batch(tables: &Tables, entries: &[Entry]) -> StoreResult<Applied> {
+    apply_batch_recording(tables, entries, &BeforeImages::default())
+}
+
+/// [`apply_batch`], recording before-images in `images` while a snapshot export runs.
+pub fn apply_batch_recording(
+    tables: &Tables,
+    entries: &[Entry],
+    images: &BeforeImages,
+) -> StoreResult<Applied> {
     let trees = tables.all();
     let result = trees.as_slice().transaction(|t| {
-        let tx = Tx::new(t);
+        let tx = Tx::new(t, images);
         let mut clock: Option<DateTime<Utc>> = Tx::get(tx.meta, "clock", meta_keys::CLOCK)?;
         let mut responses = Vec::with_capacity(entries.len());
         let mut handoffs = Vec::new();

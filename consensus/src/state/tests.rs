@@ -838,7 +838,7 @@ mod replicas {
                 last_membership: view.membership().unwrap(),
                 snapshot_id: "p".into(),
             };
-            snapshot::export(&a.tables, &meta, view.clock().unwrap(), &path).unwrap();
+            snapshot::export(&a.tables, &Default::default(), &meta, view.clock().unwrap(), &path).unwrap();
             let c = Sm::new();
             // Something already there is replaced.
             c.tables.locks.insert("junk", &[1u8][..]).unwrap();

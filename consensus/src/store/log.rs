@@ -1,18 +1,29 @@
 //! The raft log in sled: entries keyed by big-endian index, plus the vote, the committed
 //! log id and the last purged log id.
 //!
-//! Durability: an append is reported to openraft (`LogFlushed`) only after sled's flush;
-//! `save_vote` returns only after sled's flush. Truncation and purge need no flush of their
-//! own: sled persists writes in order, so a later flush (the next append) covers them, and
-//! a purge that is lost in a crash only leaves extra entries behind.
+//! Durability: an append is reported to openraft (`LogFlushed`) only once it is durable, and
+//! `save_vote` returns only then ([`DbSync`]: sled's flush, then by default `fdatasync` of
+//! the data file and of new blob files). Truncation needs no sync of its own: sled persists
+//! writes in order, so a later sync (the next append) covers it.
+//!
+//! Purge: openraft purges the log below a snapshot right after asking the state machine to
+//! install it, without waiting for the install. Removing those entries before the state
+//! machine's database durably covers them would leave, after a crash in between, a node
+//! whose log starts above its applied state: it could not restart. So a purge is recorded at
+//! once (openraft never reads below it again) and carried out by [`Purger`] only up to what
+//! the state machine reports durable ([`Purger::covered`]), on a blocking thread: raft's core
+//! task, which asked for it, is not held up by deleting thousands of entries.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogId, RaftLogReader, StorageIOError};
 
 use super::codec::{decode, encode, index_key};
+use super::durable::DbSync;
 use crate::error::{StoreError, StoreResult};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
@@ -26,10 +37,165 @@ const PURGE_BATCH: usize = 1024;
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
-    /// sled's data file, when appends are also `fdatasync`ed.
-    fsync: Option<std::sync::Arc<std::fs::File>>,
+    sync: Arc<DbSync>,
     log: sled::Tree,
     meta: sled::Tree,
+    purger: Arc<Purger>,
+}
+
+/// Carries out purges of the log up to what the state machine durably covers (see the
+/// module docs). Shared by the log store and the state machine store.
+pub(crate) struct Purger {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    state: Mutex<PurgeState>,
+}
+
+#[derive(Default)]
+struct PurgeState {
+    /// The highest purge openraft asked for: nothing at or below it is read again.
+    requested: Option<LogId>,
+    /// The highest log index the state machine's database durably covers.
+    covered: Option<u64>,
+    /// What has been removed (and recorded as `last_purged`) so far.
+    done: Option<LogId>,
+    /// A purge is running on a blocking thread.
+    running: bool,
+}
+
+impl PurgeState {
+    /// The next purge point: the request, or below it the last entry the state machine
+    /// durably covers.
+    fn target(&self, log: &sled::Tree) -> StoreResult<Option<LogId>> {
+        let (Some(requested), Some(covered)) = (self.requested, self.covered) else {
+            return Ok(None);
+        };
+        let target = if requested.index <= covered {
+            Some(requested)
+        } else {
+            match log
+                .range(..=index_key(covered))
+                .next_back()
+                .transpose()
+                .map_err(StoreError::sled("read log"))?
+            {
+                Some((_, v)) => Some(*decode::<Entry>("log entry", &v)?.get_log_id()),
+                None => None,
+            }
+        };
+        Ok(target.filter(|t| Some(t.index) > self.done.map(|d| d.index)))
+    }
+}
+
+impl Purger {
+    /// Records openraft's purge request and carries out what is covered.
+    fn request(self: &Arc<Self>, upto: LogId) {
+        {
+            let mut st = self.lock();
+            if st.requested.is_some_and(|r| r.index >= upto.index) {
+                return;
+            }
+            st.requested = Some(upto);
+        }
+        self.kick();
+    }
+
+    /// The state machine's database durably covers the log up to `index` (flushed, and
+    /// synced in [`Durability::Sync`](super::Durability::Sync)).
+    pub(crate) fn covered(self: &Arc<Self>, index: Option<u64>) {
+        let Some(index) = index else { return };
+        {
+            let mut st = self.lock();
+            if st.covered.is_some_and(|c| c >= index) {
+                return;
+            }
+            st.covered = Some(index);
+        }
+        self.kick();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PurgeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The purge point openraft asked for (what it will never read again).
+    fn requested(&self) -> Option<LogId> {
+        self.lock().requested
+    }
+
+    /// Starts the purge worker unless it runs already (it re-checks before it stops).
+    fn kick(self: &Arc<Self>) {
+        {
+            let mut st = self.lock();
+            if st.running {
+                return;
+            }
+            st.running = true;
+        }
+        let this = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || this.work());
+            }
+            Err(_) => this.work(),
+        }
+    }
+
+    fn work(&self) {
+        loop {
+            let target = {
+                let mut st = self.lock();
+                match st.target(&self.log) {
+                    Ok(Some(t)) => t,
+                    Ok(None) => {
+                        st.running = false;
+                        return;
+                    }
+                    Err(e) => {
+                        st.running = false;
+                        tracing::error!(component = "consensus", error = %e, "log purge failed");
+                        return;
+                    }
+                }
+            };
+            if let Err(e) = self.purge_to(target) {
+                self.lock().running = false;
+                tracing::error!(component = "consensus", error = %e, "log purge failed");
+                return;
+            }
+            self.lock().done = Some(target);
+        }
+    }
+
+    /// Removes the entries up to `upto`, recording the purge point first (sled persists
+    /// writes in order: entries at or below it are never read again, even if the removal is
+    /// cut short).
+    fn purge_to(&self, upto: LogId) -> StoreResult<()> {
+        self.meta
+            .insert(LAST_PURGED, encode("last purged log id", &upto)?)
+            .map_err(StoreError::sled("purge log"))?;
+        // In bounded batches: one huge sled batch holds every removed page in memory.
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for kv in self.log.range(..=index_key(upto.index)).take(PURGE_BATCH) {
+                let (k, _) = kv.map_err(StoreError::sled("purge log"))?;
+                batch.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            self.log
+                .apply_batch(batch)
+                .map_err(StoreError::sled("purge log"))?;
+            if n == PURGE_BATCH {
+                // sled keeps written pages in memory until they are flushed.
+                self.db.flush().map_err(StoreError::sled("purge log"))?;
+            }
+        }
+    }
 }
 
 fn io<E: std::error::Error + 'static>(
@@ -39,17 +205,42 @@ fn io<E: std::error::Error + 'static>(
 }
 
 impl LogStore {
-    pub(crate) fn open(db: sled::Db, fsync: Option<std::fs::File>) -> StoreResult<Self> {
+    pub(crate) fn open(db: sled::Db, sync: DbSync) -> StoreResult<Self> {
+        let log = db
+            .open_tree("raft_log")
+            .map_err(StoreError::sled("open tree"))?;
+        let meta = db
+            .open_tree("raft_meta")
+            .map_err(StoreError::sled("open tree"))?;
+        let done = match meta
+            .get(LAST_PURGED)
+            .map_err(StoreError::sled("read raft meta"))?
+        {
+            Some(v) => Some(decode::<LogId>("last purged log id", &v)?),
+            None => None,
+        };
+        let purger = Arc::new(Purger {
+            db: db.clone(),
+            log: log.clone(),
+            meta: meta.clone(),
+            state: Mutex::new(PurgeState {
+                requested: done,
+                done,
+                ..PurgeState::default()
+            }),
+        });
         Ok(LogStore {
-            fsync: fsync.map(std::sync::Arc::new),
-            log: db
-                .open_tree("raft_log")
-                .map_err(StoreError::sled("open tree"))?,
-            meta: db
-                .open_tree("raft_meta")
-                .map_err(StoreError::sled("open tree"))?,
+            sync: Arc::new(sync),
+            log,
+            meta,
+            purger,
             db,
         })
+    }
+
+    /// The purger the state machine reports its durable progress to.
+    pub(crate) fn purger(&self) -> Arc<Purger> {
+        self.purger.clone()
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -67,11 +258,22 @@ impl LogStore {
         }
     }
 
+    /// The purge point openraft knows: entries at or below it may still be on disk, waiting
+    /// for the state machine to cover them, but are never read.
     fn last_purged(&self) -> StoreResult<Option<LogId>> {
-        self.get_meta("last purged log id", LAST_PURGED)
+        let stored: Option<LogId> = self.get_meta("last purged log id", LAST_PURGED)?;
+        Ok(stored.max(self.purger.requested()))
     }
 
     fn entries(&self, from: Bound<u64>, to: Bound<u64>) -> StoreResult<Vec<Entry>> {
+        // Nothing at or below the purge point is returned, removed yet or not.
+        let floor = self.purger.requested().map_or(0, |p| p.index + 1);
+        let start = match from {
+            Bound::Included(i) => i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let from = Bound::Included(start.max(floor));
         let map = |b: Bound<u64>| match b {
             Bound::Included(i) => Bound::Included(index_key(i)),
             Bound::Excluded(i) => Bound::Excluded(index_key(i)),
@@ -85,17 +287,13 @@ impl LogStore {
         Ok(out)
     }
 
-    /// sled's flush, then (when configured) an `fdatasync` of its data file.
+    /// Makes every write so far durable ([`DbSync::sync`]).
     ///
     /// Runs on the calling task: raft waits for it before doing anything else (openraft 0.9
     /// awaits every append and vote in its core task), so handing it to another thread would
     /// only add two thread hops to every commit.
     fn make_durable(&self) -> std::io::Result<()> {
-        self.db.flush().map_err(std::io::Error::other)?;
-        if let Some(f) = &self.fsync {
-            f.sync_data()?;
-        }
-        Ok(())
+        self.sync.sync()
     }
 
     /// Flushes the log's database to disk (for an orderly shutdown: truncations, purges and
@@ -147,8 +345,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     .map_err(io(StorageIOError::read_logs))?
                     .get_log_id(),
             ),
-            None => last_purged_log_id,
+            None => None,
         };
+        // Entries waiting to be removed below the purge point do not count.
+        let last = last.max(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id: last,
@@ -229,34 +429,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Record the purge point first: entries at or below it are never read again.
-        let bytes =
-            encode("last purged log id", &log_id).map_err(io(StorageIOError::write_logs))?;
-        self.meta
-            .insert(LAST_PURGED, bytes)
-            .map_err(io(StorageIOError::write_logs))?;
-        // In bounded batches: one huge sled batch holds every removed page in memory.
-        loop {
-            let mut batch = sled::Batch::default();
-            let mut n = 0;
-            for kv in self.log.range(..=index_key(log_id.index)).take(PURGE_BATCH) {
-                let (k, _) = kv.map_err(io(StorageIOError::write_logs))?;
-                batch.remove(k);
-                n += 1;
-            }
-            if n == 0 {
-                break;
-            }
-            self.log
-                .apply_batch(batch)
-                .map_err(io(StorageIOError::write_logs))?;
-            if n == PURGE_BATCH {
-                self.db
-                    .flush_async()
-                    .await
-                    .map_err(io(StorageIOError::write_logs))?;
-            }
-        }
+        // Recorded now, carried out once the state machine durably covers it (module docs).
+        self.purger.request(log_id);
         Ok(())
     }
 }

@@ -12,6 +12,8 @@
 //! flush waits for log writes only (measured in `docs/benchmarks.md`).
 
 pub mod codec;
+pub mod durable;
+pub mod export;
 pub mod handoffs;
 pub mod log;
 pub mod snapshot;
@@ -19,10 +21,12 @@ pub mod state_machine;
 
 use std::path::Path;
 
+pub use durable::Durability;
 pub use log::LogStore;
 pub use state_machine::StateMachineStore;
 
 use crate::error::{StoreError, StoreResult};
+use durable::DbSync;
 
 /// How the store is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,17 +36,18 @@ pub struct StoreOptions {
     /// in all).
     pub cache_capacity: u64,
     /// How often sled flushes in the background, in milliseconds (None: only the store's
-    /// own flushes). Log appends and votes are flushed before they are acknowledged
+    /// own flushes). Log appends and votes are made durable before they are acknowledged
     /// whatever this says.
     pub flush_every_ms: Option<u64>,
-    /// After sled's flush of a log append or a vote, also `fdatasync` sled's data file.
+    /// What an acknowledged log append or vote survives, and what the state machine's
+    /// database is synced to before the log below a snapshot is removed.
     ///
-    /// On Linux sled's flush writes with `sync_file_range`, which waits for the data to
-    /// reach the device but neither flushes the device's write cache nor the file's
-    /// metadata; sled's background flush (`flush_every_ms`) does a full `fsync`. With this
-    /// set, an acknowledged append survives a power loss at once, at the price of one
-    /// `fdatasync` per append batch (see `docs/benchmarks.md` for both figures).
-    pub fsync_log: bool,
+    /// [`Durability::Sync`] (the default): sled's flush, then `fdatasync` of sled's data file
+    /// and of the blob files it wrote: survives a power loss. [`Durability::Relaxed`]:
+    /// sled's flush only (`pwrite` + `sync_file_range` on Linux): survives a process crash,
+    /// not a power loss. See `docs/consensus.md` ("Durability") and `docs/benchmarks.md`
+    /// for the cost.
+    pub durability: Durability,
 }
 
 /// The raft log's sled database, under the data directory.
@@ -60,7 +65,7 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             flush_every_ms: Some(500),
-            fsync_log: false,
+            durability: Durability::Sync,
         }
     }
 }
@@ -72,9 +77,9 @@ impl StoreOptions {
         self
     }
 
-    /// Sets whether log appends and votes are also `fdatasync`ed (see [`StoreOptions::fsync_log`]).
-    pub fn fsync_log(mut self, yes: bool) -> Self {
-        self.fsync_log = yes;
+    /// Sets what an acknowledged append survives (see [`StoreOptions::durability`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
         self
     }
 }
@@ -111,17 +116,17 @@ pub fn open(dir: &Path, opts: StoreOptions) -> StoreResult<(LogStore, StateMachi
     };
     let log_db = open_db(LOG_DB_DIR, log_cache)?;
     let state_db = open_db(STATE_DB_DIR, opts.cache_capacity - log_cache)?;
-    let fsync = if opts.fsync_log {
-        let file = dir.join(LOG_DB_DIR).join("db");
-        // fsync acts on the file, whichever descriptor asks: this one flushes sled's writes.
-        Some(
-            std::fs::File::open(&file)
-                .map_err(|source| StoreError::SnapshotIo { path: file, source })?,
-        )
-    } else {
-        None
+    let syncer = |db: &sled::Db, name: &str| {
+        let path = dir.join(name);
+        DbSync::new(db.clone(), &path, opts.durability)
+            .map_err(|source| StoreError::SnapshotIo { path, source })
     };
-    let log = LogStore::open(log_db, fsync)?;
-    let sm = StateMachineStore::open(state_db, dir.join("snapshots"))?;
+    let log = LogStore::open(log_db.clone(), syncer(&log_db, LOG_DB_DIR)?)?;
+    let sm = StateMachineStore::open(
+        state_db.clone(),
+        dir.join("snapshots"),
+        syncer(&state_db, STATE_DB_DIR)?,
+        log.purger(),
+    )?;
     Ok((log, sm))
 }

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode, MAX_VALUE_BYTES};
+use super::export::BeforeImages;
 use crate::error::{StoreError, StoreResult};
 use crate::state::Tables;
 use crate::types::SnapshotMeta;
@@ -208,10 +209,12 @@ fn write_durably(
     Ok(())
 }
 
-/// Writes the data trees of `tables` to `path` as a snapshot described by `meta`. The
-/// caller keeps applies out while this runs, so the rows are one consistent state.
+/// Writes the data trees of `tables` to `path` as a snapshot described by `meta`: the state
+/// at the point `images` started recording, whatever applies change meanwhile
+/// ([`BeforeImages`]).
 pub fn export(
     tables: &Tables,
+    images: &BeforeImages,
     meta: &SnapshotMeta,
     clock: Option<DateTime<Utc>>,
     path: &Path,
@@ -229,8 +232,8 @@ pub fn export(
             p,
         )?;
         for (i, tree) in tables.data().into_iter().enumerate() {
-            for kv in tree.iter() {
-                let (k, v) = kv.map_err(StoreError::sled("snapshot scan"))?;
+            images.export_tree(i, tree, |k, v| {
+                rows += 1;
                 write_frame(
                     w,
                     &mut crc,
@@ -240,9 +243,8 @@ pub fn export(
                         value: Bytes(v.to_vec()),
                     },
                     p,
-                )?;
-                rows += 1;
-            }
+                )
+            })?;
         }
         write_end(w, crc, rows, p)
     })?;

@@ -1,17 +1,27 @@
 //! The state machine store: applies committed entries to the sled tables, builds and
 //! installs snapshots, and gives read access to the applied state.
+//!
+//! Snapshots: a build exports the state as it was at one point between two batches while
+//! applies go on (copy-on-write before-images, [`super::export`]), on a blocking thread, so
+//! neither lease renewals nor the tokio workers wait for it. Builds and installs are
+//! serialized (one snapshot file is current; neither may remove the other's file or record
+//! an older snapshot over a newer one). The log below a snapshot is removed only once this
+//! database durably covers it ([`Purger::covered`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 
 use super::codec::{decode, encode};
+use super::durable::DbSync;
+use super::export::BeforeImages;
 use super::handoffs::HandOffs;
+use super::log::Purger;
 use super::snapshot;
 use crate::error::{StoreError, StoreResult};
-use crate::state::apply::apply_batch;
+use crate::state::apply::apply_batch_recording;
 use crate::state::{meta_keys, StateView, Tables};
 use crate::types::{
     Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -26,13 +36,65 @@ struct CurrentSnapshot {
 
 struct Inner {
     db: sled::Db,
+    sync: DbSync,
     tables: Tables,
     dir: PathBuf,
-    /// Applies take it for writing, reads and snapshot exports for reading: a reader never
-    /// sees half of a batch and a snapshot is one consistent state.
+    /// Applies and installs take it for writing, reads for reading (and a snapshot export
+    /// for a moment, to start): a reader never sees half of a batch.
     gate: RwLock<()>,
+    /// Before-images of the keys applies change while a snapshot export runs.
+    images: BeforeImages,
+    /// Held by a snapshot build or install for its whole duration.
+    snapshots: Mutex<()>,
+    /// Told how far this database durably covers the log.
+    purger: Arc<Purger>,
     /// Local callers waiting in a key's queue.
     handoffs: Arc<HandOffs>,
+}
+
+impl Inner {
+    fn read_gate(&self) -> RwLockReadGuard<'_, ()> {
+        wait_for(|| self.gate.try_read().ok(), || self.gate.read())
+    }
+
+    fn write_gate(&self) -> RwLockWriteGuard<'_, ()> {
+        wait_for(|| self.gate.try_write().ok(), || self.gate.write())
+    }
+
+    /// Makes every write to this database so far durable ([`DbSync::sync`]).
+    fn make_durable(&self) -> StoreResult<()> {
+        self.sync.sync().map_err(|source| StoreError::SnapshotIo {
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
+    /// Syncs the database and tells the purger how far it now covers the log.
+    fn report_durable(&self) -> StoreResult<()> {
+        let applied = StateView::new(self.tables.clone()).last_applied()?;
+        self.make_durable()?;
+        self.purger.covered(applied.map(|l| l.index));
+        Ok(())
+    }
+}
+
+/// Takes a lock: at once if it is free, else waiting in a way that does not stall a tokio
+/// worker (a snapshot install holds the gate for seconds; on a multi-threaded runtime the
+/// worker hands its other tasks over while it waits).
+fn wait_for<G>(
+    try_now: impl FnOnce() -> Option<G>,
+    wait: impl FnOnce() -> Result<G, std::sync::PoisonError<G>>,
+) -> G {
+    if let Some(g) = try_now() {
+        return g;
+    }
+    let wait = || wait().unwrap_or_else(|p| p.into_inner());
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
 }
 
 /// Batches with at most this many commands are applied on the state machine's own task: a
@@ -70,7 +132,12 @@ fn join_err(e: tokio::task::JoinError) -> StoreError {
 }
 
 impl StateMachineStore {
-    pub(crate) fn open(db: sled::Db, dir: PathBuf) -> StoreResult<Self> {
+    pub(crate) fn open(
+        db: sled::Db,
+        dir: PathBuf,
+        sync: DbSync,
+        purger: Arc<Purger>,
+    ) -> StoreResult<Self> {
         std::fs::create_dir_all(&dir).map_err(|source| StoreError::SnapshotIo {
             path: dir.clone(),
             source,
@@ -79,9 +146,13 @@ impl StateMachineStore {
         let sm = StateMachineStore {
             inner: Arc::new(Inner {
                 db,
+                sync,
                 tables,
                 dir,
                 gate: RwLock::new(()),
+                images: BeforeImages::default(),
+                snapshots: Mutex::new(()),
+                purger,
                 handoffs: Arc::new(HandOffs::default()),
             }),
         };
@@ -99,12 +170,15 @@ impl StateMachineStore {
             sm.install_from_file(&current)?;
         }
         sm.remove_stale_files()?;
+        // What was read back may sit in the page cache only (a process crash keeps it, a
+        // power loss may not): sync once before the log may be purged against it.
+        sm.inner.report_durable()?;
         Ok(sm)
     }
 
     /// Runs `f` on the applied state; no batch is half-applied while it runs.
     pub fn read<T>(&self, f: impl FnOnce(&StateView) -> T) -> T {
-        let _g = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        let _g = self.inner.read_gate();
         f(&StateView::new(self.inner.tables.clone()))
     }
 
@@ -153,7 +227,7 @@ impl StateMachineStore {
     /// names as current, under the install marker.
     fn install_from_file(&self, current: &CurrentSnapshot) -> StoreResult<()> {
         let t = &self.inner.tables;
-        let _g = self.inner.gate.write().unwrap_or_else(|p| p.into_inner());
+        let _g = self.inner.write_gate();
         let path = self.inner.dir.join(&current.file);
         let (meta, clock) = snapshot::import(t, &path)?;
         if meta.last_log_id != current.meta.last_log_id {
@@ -181,11 +255,11 @@ impl StateMachineStore {
         t.meta
             .apply_batch(batch)
             .map_err(StoreError::sled("install snapshot"))?;
-        self.inner.db.flush().map_err(StoreError::sled("flush"))?;
-        Ok(())
+        self.inner.make_durable()
     }
 
-    /// Removes snapshot files other than the current one, and partial files.
+    /// Removes snapshot files other than the current one, and partial files (at open, when
+    /// no build or install runs).
     fn remove_stale_files(&self) -> StoreResult<()> {
         let keep = self.current()?.map(|c| c.file);
         let entries =
@@ -226,30 +300,59 @@ impl StateMachineStore {
     }
 
     fn build(&self) -> StoreResult<(SnapshotMeta, PathBuf)> {
+        let _one = self
+            .inner
+            .snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let view = StateView::new(self.inner.tables.clone());
-        let _g = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
-        let last_log_id = view.last_applied()?;
+        // The snapshot's point: between two batches, for as long as it takes to read the
+        // meta tree and start recording before-images.
+        let (last_log_id, last_membership, clock) = {
+            let _g = self.inner.write_gate();
+            let start = (view.last_applied()?, view.membership()?, view.clock()?);
+            self.inner.images.start(Tables::DATA_NAMES.len());
+            start
+        };
+        if let Some(current) = self.current()? {
+            if current.meta.last_log_id >= last_log_id {
+                // Nothing applied since (an install may have just brought a newer state).
+                self.inner.images.stop();
+                return Ok((current.meta.clone(), self.inner.dir.join(&current.file)));
+            }
+        }
         let meta = SnapshotMeta {
             last_log_id,
-            last_membership: view.membership()?,
+            last_membership,
             snapshot_id: self.next_snapshot_id(last_log_id)?,
         };
         let path = snapshot::file_of(&self.inner.dir, &meta.snapshot_id);
-        let rows = snapshot::export(&self.inner.tables, &meta, view.clock()?, &path)?;
+        let rows = snapshot::export(&self.inner.tables, &self.inner.images, &meta, clock, &path);
+        self.inner.images.stop();
+        let rows = rows?;
         self.set_current(&meta, &path, false)?;
-        // The state machine on disk, and the record of this snapshot, must be at least as new
-        // as the snapshot before openraft purges the log below it. The log is another
-        // database, so its purge is not ordered after these writes: flush them now.
-        self.inner.db.flush().map_err(StoreError::sled("flush"))?;
+        // The log below the snapshot may go once this database durably covers it.
+        self.inner.report_durable()?;
         tracing::info!(component = "consensus", snapshot = %meta.snapshot_id, rows, "snapshot built");
         Ok((meta, path))
     }
 
+    /// Records `path` as the current snapshot (durably) and removes the previous one's
+    /// file. The caller holds `snapshots`.
     fn set_current(&self, meta: &SnapshotMeta, path: &Path, installing: bool) -> StoreResult<()> {
         let file = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let previous = self.current()?;
+        if let Some(p) = &previous {
+            if p.meta.last_log_id > meta.last_log_id {
+                return Err(StoreError::BadSnapshot(format!(
+                    "snapshot {} covers {:?}, older than the current {} ({:?})",
+                    meta.snapshot_id, meta.last_log_id, p.meta.snapshot_id, p.meta.last_log_id
+                )));
+            }
+        }
         let current = CurrentSnapshot {
             meta: meta.clone(),
             file,
@@ -264,12 +367,20 @@ impl StateMachineStore {
             .meta
             .apply_batch(batch)
             .map_err(StoreError::sled("save snapshot meta"))?;
-        self.inner.db.flush().map_err(StoreError::sled("flush"))?;
-        self.remove_stale_files()
+        self.inner.make_durable()?;
+        if let Some(p) = previous.filter(|p| p.file != current.file) {
+            let _ = std::fs::remove_file(self.inner.dir.join(p.file));
+        }
+        Ok(())
     }
 
     fn install(&self, meta: &SnapshotMeta, mut file: std::fs::File) -> StoreResult<()> {
         use std::io::Seek;
+        let _one = self
+            .inner
+            .snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         file.rewind().map_err(|source| StoreError::SnapshotIo {
             path: self.inner.dir.clone(),
             source,
@@ -282,7 +393,10 @@ impl StateMachineStore {
                 header.last_log_id, meta.last_log_id
             )));
         }
+        // From here a crash redoes the install at open: the database durably covers the log
+        // up to the snapshot, which openraft is purging meanwhile.
         self.set_current(meta, &path, true)?;
+        self.inner.purger.covered(meta.last_log_id.map(|l| l.index));
         let current = self.current()?.expect("just saved");
         self.install_from_file(&current)?;
         tracing::info!(component = "consensus", snapshot = %meta.snapshot_id, "snapshot installed");
@@ -308,8 +422,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(Vec::new());
         }
         let run = |inner: &Inner, entries: &[Entry]| {
-            let _g = inner.gate.write().unwrap_or_else(|p| p.into_inner());
-            apply_batch(&inner.tables, entries)
+            let _g = inner.write_gate();
+            apply_batch_recording(&inner.tables, entries, &inner.images)
         };
         let applied = if command_count(&entries) <= INLINE_APPLY_COMMANDS {
             run(&self.inner, &entries)
@@ -338,6 +452,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .write(true)
             .create_new(true)
             .open(&path)
+            .await
+            .map_err(sm_err(|e| StorageIOError::write_snapshot(None, e)))?;
+        // Unlinked at once: the chunks go to an anonymous file that nothing else can
+        // remove, and that disappears with its last handle (installed or abandoned).
+        tokio::fs::remove_file(&path)
             .await
             .map_err(sm_err(|e| StorageIOError::write_snapshot(None, e)))?;
         Ok(Box::new(file))
