@@ -614,6 +614,17 @@ impl RaftNode {
         }
     }
 
+    /// Asks raft to build a snapshot of this node's state now (it is built in the
+    /// background; [`RaftNode::status`] shows its index once done).
+    pub async fn trigger_snapshot(&self) -> Result<(), ConsensusError> {
+        self.inner
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ConsensusError::fatal(format!("triggering a snapshot: {e}")))
+    }
+
     /// The current leader, as this node knows it.
     pub fn leader(&self) -> Option<NodeId> {
         self.inner.raft.metrics().borrow().current_leader
