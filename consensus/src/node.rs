@@ -457,6 +457,8 @@ impl RaftNode {
     /// Proposes a command; the answer is the state machine's. A refusal is
     /// [`ConsensusError::Rejected`] and changed nothing.
     pub async fn write(&self, command: Command) -> Result<Response, ConsensusError> {
+        // Refused here, before it is forwarded (the leader's proposer checks too).
+        crate::proposer::check_size(&command)?;
         let reply = self
             .leader_call(
                 ForwardRequest::Write(command),

@@ -32,6 +32,40 @@ use crate::types::{ClusterNode, Command, Request, Response, TypeConfig};
 /// The most commands proposed as one entry.
 pub const MAX_BATCH: usize = 64;
 
+/// The largest command accepted, encoded: well under the transport's frame limit
+/// ([`crate::transport::frame::MAX_PAYLOAD_BYTES`]), so that an entry always reaches the
+/// followers whole. A larger command is refused with [`ConsensusError::Invalid`] before it
+/// is proposed (or forwarded).
+pub const MAX_COMMAND_BYTES: usize = 4 << 20;
+
+/// The most bytes of commands proposed as one entry (a single command up to
+/// [`MAX_COMMAND_BYTES`] goes alone).
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// The encoded size of `command`, or the refusal of a command over [`MAX_COMMAND_BYTES`].
+pub fn check_size(command: &Command) -> Result<usize, ConsensusError> {
+    let size = bincode::serde::encode_into_std_write(
+        command,
+        &mut std::io::sink(),
+        bincode::config::standard(),
+    )
+    .map_err(|e| ConsensusError::Invalid {
+        field: "command".into(),
+        message: format!("a {} command cannot be encoded: {e}", command.name()),
+    })?;
+    if size > MAX_COMMAND_BYTES {
+        return Err(ConsensusError::Invalid {
+            field: "command".into(),
+            message: format!(
+                "a {} command of {size} bytes is over the limit of {MAX_COMMAND_BYTES} bytes \
+                 per command; split it (ledger records and stored values must stay smaller)",
+                command.name()
+            ),
+        });
+    }
+    Ok(size)
+}
+
 /// The most entries proposed and not yet answered. One: on the 2-core hosts measured (see
 /// `docs/benchmarks.md`), larger batches beat overlapping entries, which openraft appends and
 /// replicates one after the other anyway.
@@ -44,8 +78,35 @@ type Reply = oneshot::Sender<Result<Response, ConsensusError>>;
 
 struct Pending {
     command: Command,
+    /// Encoded size.
+    bytes: usize,
     deferrable: bool,
     reply: Reply,
+}
+
+/// The commands of the next entry.
+#[derive(Default)]
+struct Batch {
+    items: Vec<Pending>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Adds `p` if it fits (the first always does); hands it back otherwise.
+    fn push(&mut self, p: Pending) -> Option<Pending> {
+        if !self.items.is_empty()
+            && (self.items.len() >= MAX_BATCH || self.bytes + p.bytes > MAX_BATCH_BYTES)
+        {
+            return Some(p);
+        }
+        self.bytes += p.bytes;
+        self.items.push(p);
+        None
+    }
+
+    fn is_full(&self) -> bool {
+        self.items.len() >= MAX_BATCH || self.bytes >= MAX_BATCH_BYTES
+    }
 }
 
 /// Queues commands for the batching task (see the module docs).
@@ -77,10 +138,12 @@ impl Proposer {
         command: Command,
         deferrable: bool,
     ) -> Result<Response, ConsensusError> {
+        let bytes = check_size(&command)?;
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Pending {
                 command,
+                bytes,
                 deferrable,
                 reply,
             })
@@ -110,24 +173,37 @@ async fn run(
         + 'static,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
+    // A command that did not fit the last batch starts the next one.
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
         // Waiting for a free slot is what lets the next batch grow.
         let permit = permits
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let mut batch = vec![first];
-        drain(&mut rx, &mut batch);
-        if batch.iter().all(|p| p.deferrable) {
+        let mut batch = Batch::default();
+        let _fits = batch.push(first);
+        carry = drain(&mut rx, &mut batch);
+        if carry.is_none() && batch.items.iter().all(|p| p.deferrable) {
             let until = tokio::time::Instant::now() + DEFER;
-            while batch.len() < MAX_BATCH {
+            while !batch.is_full() {
                 match tokio::time::timeout_at(until, rx.recv()).await {
                     Ok(Some(p)) => {
                         let company = !p.deferrable;
-                        batch.push(p);
-                        drain(&mut rx, &mut batch);
-                        if company {
+                        if let Some(p) = batch.push(p) {
+                            carry = Some(p);
+                            break;
+                        }
+                        carry = drain(&mut rx, &mut batch);
+                        if company || carry.is_some() {
                             break;
                         }
                     }
@@ -135,6 +211,7 @@ async fn run(
                 }
             }
         }
+        let mut batch = batch.items;
         // A caller that gave up needs no proposal.
         batch.retain(|p| !p.reply.is_closed());
         if batch.is_empty() {
@@ -188,18 +265,76 @@ async fn run(
     }
 }
 
-/// Takes what is queued, up to a full batch.
-fn drain(rx: &mut mpsc::UnboundedReceiver<Pending>, batch: &mut Vec<Pending>) {
-    while batch.len() < MAX_BATCH {
+/// Takes what is queued, up to a full batch; returns the command that did not fit.
+fn drain(rx: &mut mpsc::UnboundedReceiver<Pending>, batch: &mut Batch) -> Option<Pending> {
+    while !batch.is_full() {
         match rx.try_recv() {
-            Ok(p) => batch.push(p),
+            Ok(p) => {
+                if let Some(p) = batch.push(p) {
+                    return Some(p);
+                }
+            }
             Err(_) => break,
         }
     }
+    None
 }
 
 fn answer_all(replies: Vec<Reply>, answer: Result<Response, ConsensusError>) {
     for reply in replies {
         let _ = reply.send(answer.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(bytes: usize) -> Pending {
+        Pending {
+            command: Command::Unhold {
+                key: "docker/a/b/1".parse().unwrap(),
+            },
+            bytes,
+            deferrable: false,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_batch_closes_at_its_byte_budget_and_a_big_command_goes_alone() {
+        let mut batch = Batch::default();
+        assert!(batch.push(pending(MAX_BATCH_BYTES / 2)).is_none());
+        assert!(batch.push(pending(MAX_BATCH_BYTES / 4)).is_none());
+        // Over the budget: handed back, to start the next batch.
+        assert!(batch.push(pending(MAX_BATCH_BYTES / 2)).is_some());
+        assert_eq!(batch.items.len(), 2);
+        // The first command always fits, whatever its size (up to the command cap).
+        let mut alone = Batch::default();
+        assert!(alone.push(pending(MAX_COMMAND_BYTES)).is_none());
+        assert!(alone.is_full());
+        assert!(alone.push(pending(1)).is_some());
+        // The count budget holds too.
+        let mut many = Batch::default();
+        for _ in 0..MAX_BATCH {
+            assert!(many.push(pending(10)).is_none());
+        }
+        assert!(many.push(pending(10)).is_some());
+    }
+
+    #[test]
+    fn a_command_over_the_cap_is_refused_with_its_size() {
+        let small = Command::StorePut {
+            collection: "c".into(),
+            items: vec![("k".into(), "1".into())],
+        };
+        assert!(check_size(&small).unwrap() < 100);
+        let big = Command::StorePut {
+            collection: "c".into(),
+            items: vec![("k".into(), "x".repeat(MAX_COMMAND_BYTES))],
+        };
+        let err = check_size(&big).unwrap_err().to_string();
+        assert!(err.contains("over the limit"), "{err}");
+        assert!(err.contains("store-put"), "{err}");
     }
 }

@@ -328,7 +328,9 @@ impl ClusterTransport {
             Some(encryption),
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(config.listen.ip());
+        .with_listen_addr(config.listen.ip())
+        // The same limit the frames are decoded with (and the sender checks).
+        .with_max_inbound_frame_size(frame::MAX_FRAME_BYTES as u64);
         let node_server = match Actor::spawn(
             Some(format!("ire-node-server-{}", config.node_id)),
             server,
@@ -370,6 +372,16 @@ impl ClusterTransport {
         frame: Vec<u8>,
         timeout: Duration,
     ) -> Result<Result<Vec<u8>, RemoteError>, TransportError> {
+        // Sent anyway, an oversized message would close the session, heartbeats included.
+        if frame.len() > frame::MAX_PAYLOAD_BYTES + frame::REQUEST_HEADER_LEN {
+            return Err(TransportError::Frame {
+                peer: target,
+                error: frame::FrameError::TooLarge {
+                    kind: kind.name(),
+                    len: frame.len(),
+                },
+            });
+        }
         let link = self.link(target)?;
         let result = link
             .call(

@@ -20,8 +20,15 @@ pub const REQUEST_HEADER_LEN: usize = 1 + 1 + 8 + 8;
 /// Reply header length: version, status.
 pub const REPLY_HEADER_LEN: usize = 2;
 
-/// The largest payload a node decodes (snapshot chunks stay well below it).
+/// The largest payload a node decodes or sends. What travels stays well below it: a command
+/// is at most [`crate::proposer::MAX_COMMAND_BYTES`], an append-entries message is split
+/// above [`crate::network::MAX_APPEND_BYTES`], snapshot chunks are openraft's (3 MiB).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+
+/// ractor_cluster's limit on one inbound message, given to its node server: a frame with a
+/// payload at [`MAX_PAYLOAD_BYTES`], plus ractor's own envelope. A larger message makes the
+/// receiving session close, so the sender refuses it first ([`FrameError::TooLarge`]).
+pub const MAX_FRAME_BYTES: usize = MAX_PAYLOAD_BYTES + REQUEST_HEADER_LEN + 64 * 1024;
 
 /// A frame that cannot be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +58,16 @@ pub enum FrameError {
         what: &'static str,
         /// The byte found.
         found: u8,
+    },
+    /// A frame over [`MAX_PAYLOAD_BYTES`] of payload: refused before sending.
+    #[error(
+        "a {kind} frame of {len} bytes is over the limit of {MAX_PAYLOAD_BYTES} bytes of payload"
+    )]
+    TooLarge {
+        /// The rpc.
+        kind: &'static str,
+        /// Its size.
+        len: usize,
     },
     /// The payload does not decode as the expected type.
     #[error("malformed {what} payload: {reason}")]
