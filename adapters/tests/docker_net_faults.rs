@@ -3,6 +3,7 @@
 #![cfg(feature = "docker")]
 
 mod docker_support;
+mod ping_support;
 
 use std::process::Command;
 use std::time::Duration;
@@ -13,33 +14,18 @@ use ire_core::{
     BackendChoice, Delay, Direction, EnvironmentAdapter, Error, ExecOptions, NetworkBackend,
     NetworkFault, NetworkFaultHandle, Peers, Probability, ResourceFilter,
 };
+use ping_support::{parse_ping, ping_command};
 
 const NET_FAULT_IMAGE: &str = "ire/net-fault:latest";
 
 /// What `ping -c count` from `from` to `ip` saw: replies, and the average round trip (ms).
 async fn ping(t: &DockerTest, from: &str, ip: &str, count: u32) -> (u32, Option<f64>) {
-    let cmd: Vec<String> = format!("ping -c {count} -i 0.05 -W 1 {ip}")
-        .split_whitespace()
-        .map(String::from)
-        .collect();
     let out = t
         .adapter
-        .exec_in_resource(from, &cmd, &ExecOptions::default())
+        .exec_in_resource(from, &ping_command(ip, count), &ExecOptions::default())
         .await
         .unwrap();
-    let stdout = out.stdout_text();
-    let received = stdout
-        .lines()
-        .find_map(|l| {
-            let (_, rest) = l.split_once("transmitted, ")?;
-            rest.split_whitespace().next()?.parse().ok()
-        })
-        .unwrap_or(0);
-    let avg = stdout.lines().find_map(|l| {
-        let (_, v) = l.split_once("min/avg/max = ")?;
-        v.split('/').nth(1)?.parse().ok()
-    });
-    (received, avg)
+    parse_ping(&out.stdout_text())
 }
 
 /// The container's network namespace as tc and nft see it, read by the helper image.

@@ -137,7 +137,7 @@ pub fn emulator_pids(fault_id: &str) -> Vec<i32> {
 }
 
 /// Stops the fault's emulators: SIGTERM, then SIGKILL after the grace period.
-fn stop_emulators(fault_id: &str) {
+pub fn stop_emulators(fault_id: &str) {
     let pids = emulator_pids(fault_id);
     for pid in &pids {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);

@@ -56,7 +56,7 @@ impl Names {
             table: format!("ire_{table}"),
             // 10000-59999: clear of the small numbers people configure by hand.
             queue: 10_000 + (h % 50_000) as u16,
-            ifb: format!("ire{:08x}i", h as u32),
+            ifb: device_name("ire", fault_id, 'i'),
         }
     }
 
@@ -67,8 +67,14 @@ impl Names {
     }
 }
 
+/// A device name of at most 15 bytes, stable for `key`: `prefix`, eight hex digits of the
+/// key's hash, and `suffix`.
+pub fn device_name(prefix: &str, key: &str, suffix: char) -> String {
+    format!("{prefix}{:08x}{suffix}", fnv1a(key.as_bytes()) as u32)
+}
+
 /// FNV-1a, 64 bits: a stable hash (the names it makes must not change between versions).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);

@@ -7,6 +7,7 @@ use ire_core::{AdapterConfig, Error, Result};
 use serde::{Deserialize, Serialize};
 
 use super::fleet::{FleetFile, ProcessSpec};
+use super::netns::NetworkConfig;
 
 /// Settings of one process adapter instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,13 @@ pub struct ProcessConfig {
     /// discarded when unset.
     #[serde(default)]
     pub log_dir: Option<PathBuf>,
+    /// The network of processes with their own namespace.
+    #[serde(default)]
+    pub network: NetworkConfig,
+    /// The network-fault helper (default: `ire-net-fault` on `PATH`, then beside the
+    /// running program).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_fault_helper: Option<PathBuf>,
 }
 
 fn default_grace() -> Duration {
@@ -49,6 +57,8 @@ impl Default for ProcessConfig {
             autostart: true,
             stop_on_close: true,
             log_dir: None,
+            network: NetworkConfig::default(),
+            net_fault_helper: None,
         }
     }
 }
@@ -62,6 +72,7 @@ impl ProcessConfig {
 
     /// Every process: the fleet file's, then the inline ones; names are unique.
     pub fn fleet(&self) -> Result<Vec<ProcessSpec>> {
+        self.network.validate("config")?;
         let mut fleet = match &self.fleet_file {
             Some(path) => FleetFile::load(path)?,
             None => FleetFile::default(),

@@ -10,6 +10,7 @@
 //!     labels: {tier: web}
 //!     health-check: {type: http, endpoint: "http://127.0.0.1:8080/", interval: 5s}
 //!     autostart: true
+//!     network: {namespace: true, address: 198.18.0.20}   # its own network namespace
 //! ```
 
 use std::collections::BTreeSet;
@@ -53,6 +54,28 @@ pub struct ProcessSpec {
     /// Start it when the adapter initializes.
     #[serde(default = "default_true")]
     pub autostart: bool,
+    /// Its own network namespace (network faults need one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<ProcessNetwork>,
+}
+
+/// A process's own network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProcessNetwork {
+    /// Run the process in its own network namespace, joined to the adapter's switch.
+    #[serde(default)]
+    pub namespace: bool,
+    /// Its address there (default: the next free one of the adapter's subnet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
+}
+
+impl ProcessSpec {
+    /// True when the process runs in its own network namespace.
+    pub fn has_namespace(&self) -> bool {
+        self.network.as_ref().is_some_and(|n| n.namespace)
+    }
 }
 
 fn default_true() -> bool {
@@ -71,6 +94,7 @@ impl ProcessSpec {
             labels: Labels::new(),
             health_check: None,
             autostart: true,
+            network: None,
         }
     }
 
@@ -79,6 +103,14 @@ impl ProcessSpec {
         validate_name(&self.name).map_err(|m| Error::invalid(format!("{at}.name"), m))?;
         if self.command.trim().is_empty() {
             return Err(Error::invalid(format!("{at}.command"), "must not be empty"));
+        }
+        if let Some(n) = &self.network {
+            if n.address.is_some() && !n.namespace {
+                return Err(Error::invalid(
+                    format!("{at}.network.address"),
+                    "needs `namespace: true`",
+                ));
+            }
         }
         for k in self.env.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -167,6 +199,25 @@ processes:
             std::time::Duration::from_secs(2)
         );
         assert!(!f.processes[1].autostart);
+    }
+
+    #[test]
+    fn a_process_can_ask_for_its_own_network_namespace() {
+        let f = FleetFile::parse(
+            "processes:\n  - name: db\n    command: x\n    network: {namespace: true, address: 198.18.0.20}\n",
+            "fleet.yaml",
+        )
+        .unwrap();
+        assert!(f.processes[0].has_namespace());
+        let e = FleetFile::parse(
+            "processes:\n  - name: db\n    command: x\n    network: {address: 198.18.0.20}\n",
+            "fleet.yaml",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("processes[0].network.address"),
+            "{e}"
+        );
     }
 
     #[test]

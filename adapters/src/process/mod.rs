@@ -10,6 +10,8 @@
 
 mod config;
 mod fleet;
+mod net_fault;
+mod netns;
 mod procfs;
 mod supervisor;
 
@@ -27,7 +29,9 @@ use ire_core::{
 use tokio::sync::broadcast;
 
 pub use config::ProcessConfig;
-pub use fleet::{FleetFile, ProcessSpec};
+pub use fleet::{FleetFile, ProcessNetwork, ProcessSpec};
+pub use netns::NetworkConfig;
+pub use supervisor::{ANNOTATION_ADDRESS, ANNOTATION_NETNS};
 
 use supervisor::Supervisor;
 
@@ -275,6 +279,7 @@ impl EnvironmentAdapter for ProcessAdapter {
                 capability::WATCH,
                 capability::METRICS,
                 capability::SIGNALS,
+                capability::NETWORK,
                 capability::CREATE,
             ]
             .map(String::from)
@@ -283,6 +288,10 @@ impl EnvironmentAdapter for ProcessAdapter {
     }
 
     fn signals(&self) -> Option<&dyn SignalControl> {
+        Some(self)
+    }
+
+    fn network_faults(&self) -> Option<&dyn ire_core::NetworkFaults> {
         Some(self)
     }
 }

@@ -24,8 +24,28 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::ProcessConfig;
 use super::fleet::ProcessSpec;
+use super::netns::{ProcessNetns, Switch};
 use super::procfs::{self, Sample};
 use super::KIND_PROCESS;
+
+/// The annotation naming a process's network namespace.
+pub const ANNOTATION_NETNS: &str = "network.namespace";
+/// The annotation with a process's address in its namespace.
+pub const ANNOTATION_ADDRESS: &str = "network.address";
+
+/// A command that runs `program` in the namespace, if any (nsenter execs it: same pid).
+fn in_netns(netns: Option<&ProcessNetns>, program: &str) -> tokio::process::Command {
+    match netns {
+        Some(n) => {
+            let mut c = tokio::process::Command::new("nsenter");
+            c.arg(format!("--net={}", n.path().display()))
+                .arg("--")
+                .arg(program);
+            c
+        }
+        None => tokio::process::Command::new(program),
+    }
+}
 
 /// Pids remembered per process, so an id recorded before a restart still finds it.
 const PID_HISTORY: usize = 16;
@@ -83,6 +103,8 @@ struct Managed {
     started_at: Option<DateTime<Utc>>,
     starts: u64,
     last_sample: Option<Sample>,
+    /// Its own network namespace, when it has one.
+    netns: Option<ProcessNetns>,
 }
 
 impl Managed {
@@ -102,17 +124,19 @@ pub(crate) struct Supervisor {
     events: broadcast::Sender<ResourceEvent>,
     closed: CancellationToken,
     ticks_per_sec: u64,
+    switch: Switch,
 }
 
 impl Supervisor {
     pub fn new(name: &str, config: ProcessConfig) -> Self {
         Supervisor {
             name: name.to_owned(),
-            config,
             procs: Mutex::new(BTreeMap::new()),
             events: broadcast::channel(1024).0,
             closed: CancellationToken::new(),
             ticks_per_sec: procfs::clock_ticks_per_sec(),
+            switch: Switch::new(name, config.network.clone()),
+            config,
         }
     }
 
@@ -160,11 +184,46 @@ impl Supervisor {
         Err(Error::not_found("resource", id))
     }
 
-    /// Adds a process (not started).
+    /// Adds a process (not started); one that asks for a network namespace gets it now.
     pub fn add(&self, spec: ProcessSpec) -> Result<()> {
         spec.validate(&format!("process {:?}", spec.name))?;
+        let netns = if spec.has_namespace() {
+            let address = match spec.network.as_ref().and_then(|n| n.address) {
+                Some(a) => a,
+                None => {
+                    let used: Vec<_> = self
+                        .lock()
+                        .values()
+                        .filter_map(|m| m.netns.as_ref().map(|n| n.address))
+                        .collect();
+                    self.switch.config().allocate(&used).ok_or_else(|| {
+                        Error::invalid(
+                            format!("process {:?} network", spec.name),
+                            format!("no free address left in {}", self.switch.config().subnet),
+                        )
+                    })?
+                }
+            };
+            if let Some((other, _)) = self
+                .lock()
+                .iter()
+                .find(|(_, m)| m.netns.as_ref().is_some_and(|n| n.address == address))
+            {
+                return Err(Error::invalid(
+                    format!("process {:?} network.address", spec.name),
+                    format!("{address} is process {other:?}'s"),
+                ));
+            }
+            Some(self.switch.attach(&spec.name, address)?)
+        } else {
+            None
+        };
         let mut procs = self.lock();
         if procs.contains_key(&spec.name) {
+            drop(procs);
+            if let Some(n) = &netns {
+                let _ = self.switch.detach(n);
+            }
             return Err(Error::Conflict {
                 message: format!("a process named {:?} already exists", spec.name),
             });
@@ -182,12 +241,22 @@ impl Supervisor {
                 started_at: None,
                 starts: 0,
                 last_sample: None,
+                netns,
             },
         );
         let r = self.to_resource(&name, &procs[&name]);
         drop(procs);
         self.emit(ResourceEventType::Added, r);
         Ok(())
+    }
+
+    /// The network namespace of process `name`, if it has one.
+    pub fn netns(&self, name: &str) -> Result<Option<ProcessNetns>> {
+        let procs = self.lock();
+        let m = procs
+            .get(name)
+            .ok_or_else(|| Error::not_found("resource", name))?;
+        Ok(m.netns.clone())
     }
 
     /// Removes a stopped process from the fleet.
@@ -202,8 +271,11 @@ impl Supervisor {
             });
         }
         let mut r = self.to_resource(name, m);
-        procs.remove(name);
+        let netns = procs.remove(name).and_then(|m| m.netns);
         drop(procs);
+        if let Some(n) = netns {
+            self.switch.detach(&n)?;
+        }
         r.status.phase = phase::DELETED.into();
         self.emit(ResourceEventType::Deleted, r);
         Ok(())
@@ -218,7 +290,7 @@ impl Supervisor {
         if let Some(pid) = m.pid() {
             return Ok(pid);
         }
-        let mut cmd = tokio::process::Command::new(&m.spec.command);
+        let mut cmd = in_netns(m.netns.as_ref(), &m.spec.command);
         cmd.args(&m.spec.args)
             .envs(&m.spec.env)
             .stdin(Stdio::null())
@@ -374,6 +446,15 @@ impl Supervisor {
         self.closed.cancel();
         if self.config.stop_on_close {
             self.stop_all(self.config.stop_grace).await?;
+            let namespaces: Vec<ProcessNetns> = self
+                .lock()
+                .values()
+                .filter_map(|m| m.netns.clone())
+                .collect();
+            for n in &namespaces {
+                self.switch.detach(n)?;
+            }
+            self.switch.remove()?;
         }
         Ok(())
     }
@@ -463,6 +544,10 @@ impl Supervisor {
         if let Some(d) = &m.spec.working_dir {
             annotations.insert("process.working-dir".into(), d.display().to_string());
         }
+        if let Some(n) = &m.netns {
+            annotations.insert(ANNOTATION_NETNS.into(), n.name.clone());
+            annotations.insert(ANNOTATION_ADDRESS.into(), n.address.to_string());
+        }
         let mut metadata = ire_core::Metadata::new();
         if let Some(pid) = m.pid() {
             metadata.insert("pid".into(), pid.into());
@@ -539,6 +624,7 @@ impl Supervisor {
             labels: Default::default(),
             health_check: spec.health_check.clone(),
             autostart: true,
+            network: None,
         })
     }
 
@@ -578,12 +664,12 @@ impl Supervisor {
         cmd: &[String],
         options: &ExecOptions,
     ) -> Result<ExecResult> {
-        let (spec, running) = {
+        let (spec, running, netns) = {
             let procs = self.lock();
             let m = procs
                 .get(name)
                 .ok_or_else(|| Error::not_found("resource", name))?;
-            (m.spec.clone(), m.pid().is_some())
+            (m.spec.clone(), m.pid().is_some(), m.netns.clone())
         };
         if !running {
             return Err(Error::Conflict {
@@ -593,7 +679,7 @@ impl Supervisor {
         let (program, args) = cmd
             .split_first()
             .ok_or_else(|| Error::invalid("command", "is empty"))?;
-        let mut c = tokio::process::Command::new(program);
+        let mut c = in_netns(netns.as_ref(), program);
         c.args(args)
             .envs(&spec.env)
             .envs(&options.env)
