@@ -1,8 +1,9 @@
 //! `ire-net-fault`: applies, reverts and probes network faults in a network namespace.
 //!
 //! ```text
-//! ire-net-fault [--netns PATH] probe  --fault-id ID
+//! ire-net-fault [--netns PATH] probe  --fault-id ID [--termination-log PATH]
 //! ire-net-fault [--netns PATH] apply  --fault-id ID --plan JSON [--termination-log PATH]
+//! ire-net-fault [--netns PATH] status --fault-id ID --plan JSON
 //! ire-net-fault [--netns PATH] revert --fault-id ID --plan JSON
 //! ```
 //!
@@ -37,6 +38,10 @@ enum Command {
         /// The fault the probe is for (its devices are named after it).
         #[arg(long)]
         fault_id: String,
+        /// Also write the answer here (a Kubernetes termination log, read from the pod's
+        /// status).
+        #[arg(long)]
+        termination_log: Option<PathBuf>,
     },
     /// Applies a plan; with the userspace backend, runs the emulator until stopped.
     Apply {
@@ -49,6 +54,15 @@ enum Command {
         /// Where to write the error if applying fails (a Kubernetes termination log).
         #[arg(long)]
         termination_log: Option<PathBuf>,
+    },
+    /// Exits 0 when everything the plan installs is in place (prints what is).
+    Status {
+        /// The fault's id (must be the plan's).
+        #[arg(long)]
+        fault_id: String,
+        /// The plan, as JSON.
+        #[arg(long)]
+        plan: String,
     },
     /// Takes a plan back. Idempotent.
     Revert {
@@ -75,6 +89,16 @@ fn plan_for(fault_id: &str, json: &str) -> Result<Plan> {
     Ok(plan)
 }
 
+fn write_log(path: &std::path::Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| {
+        ire_core::Error::other(
+            ire_core::ErrorClass::Fatal,
+            format!("writing {}", path.display()),
+            Some(Box::new(e)),
+        )
+    })
+}
+
 /// Writes a line to stdout; a closed stdout (the caller stopped reading) is not an error.
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -87,11 +111,32 @@ fn run(cli: Cli) -> Result<()> {
         netns::enter(path)?;
     }
     match cli.command {
-        Command::Probe { fault_id } => {
+        Command::Probe {
+            fault_id,
+            termination_log,
+        } => {
             ire_core::network::check_fault_id(&fault_id)?;
             let p = probe::probe(&Names::for_fault(&fault_id))?;
-            say(&serde_json::to_string(&p).expect("a probe serializes"));
+            let json = serde_json::to_string(&p).expect("a probe serializes");
+            if let Some(path) = termination_log {
+                write_log(&path, &json)?;
+            }
+            say(&json);
             Ok(())
+        }
+        Command::Status { fault_id, plan } => {
+            let plan = plan_for(&fault_id, &plan)?;
+            let s = ops::status(&plan)?;
+            say(&serde_json::to_string(&s).expect("a status serializes"));
+            if s.complete {
+                Ok(())
+            } else {
+                Err(ire_core::Error::other(
+                    ire_core::ErrorClass::Retryable,
+                    format!("network fault {fault_id} is not (fully) in place"),
+                    None,
+                ))
+            }
         }
         Command::Revert { fault_id, plan } => ops::revert(&plan_for(&fault_id, &plan)?),
         Command::Apply {

@@ -189,6 +189,36 @@ pub fn revert(plan: &Plan) -> Result<()> {
     }
 }
 
+/// What of a plan is in this namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Status {
+    /// The fault's nftables table exists.
+    pub table: bool,
+    /// ire's qdiscs (or the fault's ifb device) exist.
+    pub tc: bool,
+    /// The fault's emulator runs (in this PID namespace).
+    pub emulator: bool,
+    /// Everything the plan installs is there.
+    pub complete: bool,
+}
+
+/// What of the plan is in this namespace now.
+pub fn status(plan: &Plan) -> Result<Status> {
+    let table = nft::exists(plan)?;
+    let tc = tc::present(plan)?;
+    let emulator = !emulator_pids(&plan.fault_id).is_empty();
+    let complete = (table || !plan.needs_nft())
+        && (tc || !plan.needs_tc())
+        && (emulator || !plan.needs_emulator());
+    Ok(Status {
+        table,
+        tc,
+        emulator,
+        complete,
+    })
+}
+
 /// True when anything of the plan is still in this namespace.
 pub fn present(plan: &Plan) -> Result<bool> {
     Ok(nft::exists(plan)? || tc::present(plan)? || !emulator_pids(&plan.fault_id).is_empty())

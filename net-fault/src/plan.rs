@@ -70,7 +70,13 @@ impl Names {
 /// A device name of at most 15 bytes, stable for `key`: `prefix`, eight hex digits of the
 /// key's hash, and `suffix`.
 pub fn device_name(prefix: &str, key: &str, suffix: char) -> String {
-    format!("{prefix}{:08x}{suffix}", fnv1a(key.as_bytes()) as u32)
+    format!("{prefix}{}{suffix}", short_hash(key))
+}
+
+/// Eight hex digits of `key`'s stable hash: how artifacts with short names are named after
+/// a fault or a process.
+pub fn short_hash(key: &str) -> String {
+    format!("{:08x}", fnv1a(key.as_bytes()) as u32)
 }
 
 /// FNV-1a, 64 bits: a stable hash (the names it makes must not change between versions).

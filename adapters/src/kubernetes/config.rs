@@ -20,6 +20,7 @@ fn default_page_size() -> u32 {
 /// namespace: shop                   # default: the context's namespace, else "default"
 /// all-namespaces: false             # act on every namespace instead of one
 /// page-size: 500                    # items per list request
+/// net-fault-image: ire/net-fault:latest   # the network-fault helper (ephemeral containers)
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -42,6 +43,10 @@ pub struct KubernetesConfig {
     /// Items per list request (`limit`); pages are followed with `continue` tokens.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// The network-fault helper image, run as ephemeral containers of faulted pods
+    /// (default `ire/net-fault:latest`; the nodes must have it or be able to pull it).
+    #[serde(default)]
+    pub net_fault_image: Option<String>,
 }
 
 impl KubernetesConfig {

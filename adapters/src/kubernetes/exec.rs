@@ -73,18 +73,34 @@ impl Inner {
         cmd: &[String],
         options: &ExecOptions,
     ) -> Result<ExecResult> {
+        self.exec_in(ns, name, None, cmd, options).await
+    }
+
+    /// Runs `cmd` in one of the pod's containers (its first when `None`).
+    pub(crate) async fn exec_in(
+        &self,
+        ns: &str,
+        name: &str,
+        container: Option<&str>,
+        cmd: &[String],
+        options: &ExecOptions,
+    ) -> Result<ExecResult> {
         if cmd.is_empty() {
             return Err(Error::invalid("command", "must not be empty"));
         }
         let api = self.api::<Pod>(Some(ns));
         let target = || Target { kind: "pod", name };
-        let pod = api.get(name).await.map_err(|e| from_kube(e, target()))?;
-        let container = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.first())
-            .map(|c| c.name.clone())
-            .ok_or_else(|| Error::invalid("pod", format!("{ns}/{name} has no container")))?;
+        let container = match container {
+            Some(c) => c.to_owned(),
+            None => {
+                let pod = api.get(name).await.map_err(|e| from_kube(e, target()))?;
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.containers.first())
+                    .map(|c| c.name.clone())
+                    .ok_or_else(|| Error::invalid("pod", format!("{ns}/{name} has no container")))?
+            }
+        };
         let params = AttachParams::default()
             .container(container)
             .stdin(options.stdin.is_some())

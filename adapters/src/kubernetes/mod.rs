@@ -17,6 +17,7 @@ mod convert;
 mod error;
 mod exec;
 mod metrics;
+mod net_fault;
 mod ops;
 mod pages;
 mod selector;
@@ -32,8 +33,8 @@ use futures::stream::BoxStream;
 use ire_core::adapter::capability;
 use ire_core::{
     AdapterConfig, AdapterInfo, DeleteOptions, EnvironmentAdapter, Error, ErrorClass, ExecOptions,
-    ExecResult, Metrics, Resource, ResourceEventStream, ResourceFilter, ResourceSpec, Result,
-    Scaling, Signal, SignalControl,
+    ExecResult, Metrics, NetworkFault, NetworkFaultHandle, NetworkFaults, Resource,
+    ResourceEventStream, ResourceFilter, ResourceSpec, Result, Scaling, Signal, SignalControl,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
@@ -42,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::KubernetesConfig;
 pub use convert::{ObjectRef, WorkloadKind};
 pub use metrics::parse_quantity;
+pub use net_fault::{container_names as net_fault_container_names, DEFAULT_NET_FAULT_IMAGE};
 pub use ops::{MANAGED_BY, REPLICAS_BEFORE_STOP, WORKLOAD_LABEL};
 pub use pages::{PageToken, ResourcePage};
 pub use selector::{label_selector_string, server_selectors, ServerSelectors};
@@ -59,6 +61,8 @@ pub(crate) struct Inner {
     all_namespaces: bool,
     page_size: u32,
     closed: CancellationToken,
+    /// The network-fault helper image.
+    net_fault_image: String,
 }
 
 impl Inner {
@@ -184,6 +188,10 @@ impl KubernetesAdapter {
                 all_namespaces: config.all_namespaces,
                 page_size: config.page_size,
                 closed: CancellationToken::new(),
+                net_fault_image: config
+                    .net_fault_image
+                    .clone()
+                    .unwrap_or_else(|| net_fault::DEFAULT_NET_FAULT_IMAGE.to_owned()),
             }),
         })
     }
@@ -370,6 +378,7 @@ impl EnvironmentAdapter for KubernetesAdapter {
                 capability::WATCH,
                 capability::METRICS,
                 capability::SIGNALS,
+                capability::NETWORK,
                 capability::SCALE,
                 capability::CREATE,
             ]
@@ -384,6 +393,52 @@ impl EnvironmentAdapter for KubernetesAdapter {
 
     fn scaling(&self) -> Option<&dyn Scaling> {
         Some(self)
+    }
+
+    fn network_faults(&self) -> Option<&dyn NetworkFaults> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl NetworkFaults for KubernetesAdapter {
+    async fn prepare(
+        &self,
+        id: &str,
+        fault_id: &str,
+        fault: &NetworkFault,
+    ) -> Result<NetworkFaultHandle> {
+        crate::net_fault::check_request(fault_id, fault)?;
+        let inner = self.inner()?;
+        let (kind, ns, name) = inner.resolve(id).await?;
+        if kind != WorkloadKind::Pod {
+            return Err(Error::invalid(
+                "resource",
+                format!(
+                    "{id:?} is a {}: network faults act on pods (select the workload's pods)",
+                    kind.as_str()
+                ),
+            ));
+        }
+        let (data, backend) = inner
+            .net_prepare(&ns, &name, &inner.net_fault_image, fault_id, fault)
+            .await?;
+        let uid = data["uid"].as_str().unwrap_or_default().to_owned();
+        Ok(NetworkFaultHandle {
+            fault_id: fault_id.to_owned(),
+            resource_id: uid,
+            fault: fault.clone(),
+            backend,
+            data,
+        })
+    }
+
+    async fn apply(&self, handle: &NetworkFaultHandle) -> Result<()> {
+        self.inner()?.net_apply(handle).await
+    }
+
+    async fn revert(&self, handle: &NetworkFaultHandle) -> Result<()> {
+        self.inner()?.net_revert(handle).await
     }
 }
 

@@ -68,7 +68,24 @@ pub fn upgrade(
         .flatten()
         .filter_map(|c| c["name"].as_str().map(str::to_owned))
         .collect();
+    let chosen = query
+        .iter()
+        .find(|(k, _)| k == "container")
+        .map(|(_, c)| c.clone());
+    let ephemeral = match chosen
+        .as_deref()
+        .map(|c| (c, super::ephemeral::is_running(&pod_obj, c)))
+    {
+        Some((_, Some(true))) => chosen.clone(),
+        Some((c, Some(false))) => {
+            return error_response(&ApiError::bad_request(format!(
+                "container {c} is not running in pod {pod}"
+            )))
+        }
+        _ => None,
+    };
     match query.iter().find(|(k, _)| k == "container") {
+        Some(_) if ephemeral.is_some() => {}
         Some((_, c)) if !containers.contains(c) => {
             return error_response(&ApiError::bad_request(format!(
                 "container {c} is not valid for pod {pod}"
@@ -118,6 +135,7 @@ pub fn upgrade(
             shared: shared.clone(),
             ns,
             pod,
+            ephemeral,
             command,
             stdin,
             tty,
@@ -145,6 +163,8 @@ struct Session {
     shared: Shared,
     ns: String,
     pod: String,
+    /// The ephemeral container exec'd into, whose commands the fake kubelet answers itself.
+    ephemeral: Option<String>,
     command: Vec<String>,
     stdin: bool,
     tty: bool,
@@ -197,7 +217,9 @@ impl Session {
                 return;
             }
         }
-        let status = if let Some(sig) = parse_kill(&self.command) {
+        let status = if let Some(container) = &self.ephemeral {
+            self.answer_ephemeral(container, &mut tx).await
+        } else if let Some(sig) = parse_kill(&self.command) {
             let r = self
                 .shared
                 .store
@@ -218,6 +240,48 @@ impl Session {
             while let Some(Ok(_)) = rx.next().await {}
         })
         .await;
+    }
+
+    /// An exec into an ephemeral container: answered by the test's hook.
+    async fn answer_ephemeral(
+        &self,
+        container: &str,
+        tx: &mut futures::stream::SplitSink<Ws, Message>,
+    ) -> Value {
+        let hook = self
+            .shared
+            .store
+            .lock()
+            .expect("store lock")
+            .ephemeral
+            .exec
+            .clone();
+        let outcome = hook
+            .map(|h| h(container, &self.command))
+            .unwrap_or_default();
+        if !outcome.stdout.is_empty() {
+            let _ = tx.send(frame(STDOUT, outcome.stdout.as_bytes())).await;
+        }
+        if let Some(fate) = &outcome.then {
+            let _ = self
+                .shared
+                .store
+                .lock()
+                .expect("store lock")
+                .set_ephemeral_state(&self.ns, &self.pod, container, fate);
+        }
+        if outcome.exit_code == 0 {
+            success()
+        } else {
+            failure(
+                format!(
+                    "command terminated with non-zero exit code: {}",
+                    outcome.exit_code
+                ),
+                "NonZeroExitCode",
+                Some(outcome.exit_code),
+            )
+        }
     }
 
     async fn run_process(

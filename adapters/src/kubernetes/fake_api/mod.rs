@@ -9,12 +9,15 @@
 //! terminating and goes when its grace period ends); watch (`?watch=true`: newline-
 //! delimited `WatchEvent`s, `BOOKMARK`s, `410 Expired` for compacted versions); the
 //! `scale` subresource; `pods/exec` over a websocket (v5/v4 channel protocol, commands
-//! run as local processes); and metrics.k8s.io, which can be switched off.
+//! run as local processes); the `ephemeralcontainers` subresource (see [`ephemeral`]: a
+//! test says what becomes of each ephemeral container and what an exec into one answers);
+//! and metrics.k8s.io, which can be switched off.
 //!
 //! A small controller keeps each workload's pods at `spec.replicas` (statefulset pods
 //! `<name>-<ordinal>`, deployment pods `<name>-<hash>-<suffix>`) and a fake kubelet starts
 //! every pod at once (`Running`, `Ready`).
 
+pub mod ephemeral;
 mod exec;
 mod selector;
 mod server;
@@ -282,6 +285,17 @@ impl FakeCluster {
     /// Removes a pod at once, as if its node vanished.
     pub fn remove_pod(&self, ns: &str, name: &str) {
         self.with(|s| s.delete(PODS, ns, name, Some(0)))
+            .unwrap_or_else(|e| panic!("{}", e.message));
+    }
+
+    /// Sets what the fake kubelet does with ephemeral containers.
+    pub fn set_ephemeral_behavior(&self, behavior: ephemeral::Behavior) {
+        self.with(|s| s.ephemeral = behavior);
+    }
+
+    /// Sets an ephemeral container's state (say, its process crashed).
+    pub fn set_ephemeral_state(&self, ns: &str, pod: &str, container: &str, fate: ephemeral::Fate) {
+        self.with(|s| s.set_ephemeral_state(ns, pod, container, &fate))
             .unwrap_or_else(|e| panic!("{}", e.message));
     }
 

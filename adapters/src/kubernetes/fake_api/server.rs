@@ -319,6 +319,32 @@ pub async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<B
                 Err(e) => Ok(error_response(&e)),
             }
         }
+        (Method::PUT, Some(ns), Some(name), Some("ephemeralcontainers")) if plural == PODS => {
+            let body = match read_json(req).await {
+                Ok(b) => b,
+                Err(e) => return Ok(error_response(&e)),
+            };
+            let r = shared
+                .store
+                .lock()
+                .expect("store lock")
+                .replace_ephemeral(ns, name, body);
+            Ok(match r {
+                Ok(o) => json_response(StatusCode::OK, &o),
+                Err(e) => error_response(&e),
+            })
+        }
+        (Method::GET, Some(ns), Some(name), Some("ephemeralcontainers")) if plural == PODS => {
+            let r = shared
+                .store
+                .lock()
+                .expect("store lock")
+                .get(plural, ns, name);
+            Ok(match r {
+                Ok(o) => json_response(StatusCode::OK, &o),
+                Err(e) => error_response(&e),
+            })
+        }
         (Method::PUT, Some(ns), Some(name), None) => {
             let body = match read_json(req).await {
                 Ok(b) => b,

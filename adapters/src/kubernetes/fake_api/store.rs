@@ -165,6 +165,8 @@ pub struct Store {
     signals: HashMap<(String, String), Vec<i32>>,
     counter: u64,
     watch_reset: tokio_util::sync::CancellationToken,
+    /// What the fake kubelet does with ephemeral containers.
+    pub ephemeral: super::ephemeral::Behavior,
 }
 
 /// Bounded request log, so a benchmark of many requests does not grow it without end.
@@ -187,6 +189,7 @@ impl Store {
             signals: HashMap::new(),
             counter: 0,
             watch_reset: tokio_util::sync::CancellationToken::new(),
+            ephemeral: Default::default(),
         }
     }
 
@@ -524,6 +527,56 @@ impl Store {
             }
         }
         self.update(plural, ns, name, old, new)
+    }
+
+    /// Replaces a pod's ephemeral containers (PUT `pods/<name>/ephemeralcontainers`); the
+    /// fake kubelet gives each new one its fate.
+    pub fn replace_ephemeral(
+        &mut self,
+        ns: &str,
+        name: &str,
+        new: Value,
+    ) -> Result<Value, ApiError> {
+        let old = self.get(PODS, ns, name)?;
+        if let Some(rv) = new["metadata"]["resourceVersion"].as_str() {
+            if Some(rv) != old["metadata"]["resourceVersion"].as_str() {
+                return Err(ApiError {
+                    code: 409,
+                    reason: "Conflict",
+                    message: format!("Operation cannot be fulfilled on pods \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+                    details: Some(json!({"name": name, "kind": PODS})),
+                });
+            }
+        }
+        let added = super::ephemeral::check(&old, &new)?;
+        let mut pod = old;
+        pod["spec"]["ephemeralContainers"] = new["spec"]["ephemeralContainers"].clone();
+        for c in &added {
+            let fate = match &self.ephemeral.fate {
+                Some(f) => f(c),
+                None => super::ephemeral::Fate::Running,
+            };
+            super::ephemeral::set_state(&mut pod, c["name"].as_str().unwrap_or(""), &fate);
+        }
+        Ok(self.commit(PODS, pod, "MODIFIED"))
+    }
+
+    /// Sets an ephemeral container's state (it exited, or crashed).
+    pub fn set_ephemeral_state(
+        &mut self,
+        ns: &str,
+        name: &str,
+        container: &str,
+        fate: &super::ephemeral::Fate,
+    ) -> Result<(), ApiError> {
+        let mut pod = self.get(PODS, ns, name)?;
+        if !super::ephemeral::set_state(&mut pod, container, fate) {
+            return Err(ApiError::bad_request(format!(
+                "pod {name} has no ephemeral container {container}"
+            )));
+        }
+        self.commit(PODS, pod, "MODIFIED");
+        Ok(())
     }
 
     /// Applies a JSON merge patch (RFC 7386).
