@@ -31,30 +31,75 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const COOKIE: &str = "bench-cookie";
+/// The nodes' control credential and admin token.
+const CONTROL_TOKEN: &str = "bench-control";
+const ADMIN_TOKEN: &str = "bench-admin";
 
 struct Options {
     dir: PathBuf,
     secs: u64,
     records: u64,
+    durability: String,
 }
 
-fn options() -> Options {
+const USAGE: &str = "\
+bench_consensus: three ire-raft-node processes on loopback; prints latency, throughput,
+failover and memory figures (see docs/benchmarks.md, section Consensus)
+
+USAGE:
+    bench_consensus [--dir <DIR>] [--secs <N>] [--records <N>] [--durability <sync|relaxed>]
+
+OPTIONS:
+    --dir <DIR>            where the nodes keep their data (default target/bench-consensus;
+                           emptied first)
+    --secs <N>             seconds per throughput run (default 5)
+    --records <N>          ledger records written in the ingest run (default 100000)
+    --durability <MODE>    the nodes' durability (default sync: fdatasync before every
+                           acknowledgement; relaxed: sled's flush only)
+    -h, --help             print this help
+
+Build first: cargo build --release -p ire-consensus --bin ire-raft-node --example bench_consensus
+";
+
+/// The command line, or the reason it is refused.
+fn parse_options(args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
     let mut o = Options {
         dir: PathBuf::from("target/bench-consensus"),
         secs: 5,
         records: 100_000,
+        durability: "sync".into(),
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = args;
     while let Some(a) = it.next() {
-        let v = it.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        if a == "-h" || a == "--help" {
+            return Ok(None);
+        }
+        let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+        let number = |v: &str| v.parse().map_err(|e| format!("{a} {v:?}: {e}"));
         match a.as_str() {
             "--dir" => o.dir = PathBuf::from(v),
-            "--secs" => o.secs = v.parse().expect("--secs"),
-            "--records" => o.records = v.parse().expect("--records"),
-            other => panic!("unknown argument {other}"),
+            "--secs" => o.secs = number(&v)?,
+            "--records" => o.records = number(&v)?,
+            "--durability" if v == "sync" || v == "relaxed" => o.durability = v,
+            "--durability" => return Err(format!("--durability {v:?}: expected sync or relaxed")),
+            other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    o
+    Ok(Some(o))
+}
+
+fn options() -> Options {
+    match parse_options(std::env::args().skip(1)) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{USAGE}");
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("bench_consensus: {e}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -158,6 +203,13 @@ async fn spawn(id: u64, raft: SocketAddr, data: &Path, extra: &[String]) -> Node
         ])
         .arg("--data")
         .arg(data)
+        .args(["--control", "127.0.0.1:0"])
+        .args([
+            "--durability",
+            DURABILITY.get().map_or("sync", String::as_str),
+        ])
+        .env("IRE_RAFT_CONTROL_TOKEN", CONTROL_TOKEN)
+        .env("IRE_RAFT_ADMIN_TOKEN", ADMIN_TOKEN)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(match std::env::var("BENCH_NODE_LOGS") {
@@ -186,14 +238,16 @@ async fn spawn(id: u64, raft: SocketAddr, data: &Path, extra: &[String]) -> Node
 }
 
 async fn status(node: &Node) -> serde_json::Value {
-    let mut c = ControlClient::connect(&node.control).await.unwrap();
+    let mut c = ControlClient::connect(&node.control, CONTROL_TOKEN)
+        .await
+        .unwrap();
     let s = c.request("status").await.unwrap();
     serde_json::from_str(s.trim_start_matches("ok ")).unwrap_or_default()
 }
 
 /// Sends one control request and parses the JSON after its `ok`.
 async fn control_json(addr: &str, request: &str) -> serde_json::Value {
-    let mut c = ControlClient::connect(addr).await.unwrap();
+    let mut c = ControlClient::connect(addr, CONTROL_TOKEN).await.unwrap();
     let reply = c.request(request).await.unwrap();
     let json = reply
         .strip_prefix("ok ")
@@ -216,7 +270,7 @@ where
         let count = count.clone();
         let op = op.clone();
         tasks.push(tokio::spawn(async move {
-            let mut client = ControlClient::connect(&addr).await.unwrap();
+            let mut client = ControlClient::connect(&addr, CONTROL_TOKEN).await.unwrap();
             let mut i = 0u64;
             while Instant::now() < end {
                 let (back, ok) = op(c, i, client).await;
@@ -255,9 +309,14 @@ async fn hand_off(
     }
 }
 
+/// The nodes' `--durability`, from the command line.
+static DURABILITY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let o = options();
+    DURABILITY.set(o.durability.clone()).expect("set once");
+    println!("durability: {}", o.durability);
     let _ = std::fs::remove_dir_all(&o.dir);
     std::fs::create_dir_all(&o.dir).unwrap();
     let (fsync_p50, fsync_p99) = fsync_calibration(&o.dir);
@@ -292,7 +351,7 @@ async fn main() {
         |what: &str, figure: String, target: &str| rows.push((what.into(), figure, target.into()));
 
     // 1. One client: acquire + release latency, over the control protocol from this process.
-    let mut c = ControlClient::connect(&laddr).await.unwrap();
+    let mut c = ControlClient::connect(&laddr, CONTROL_TOKEN).await.unwrap();
     let (mut pairs, mut acquires, mut releases) = (Vec::new(), Vec::new(), Vec::new());
     let lat_end = Instant::now() + Duration::from_secs(o.secs);
     let mut i = 0u64;
@@ -401,7 +460,7 @@ async fn main() {
         let next = next.clone();
         let addr = laddr.clone();
         tasks.push(tokio::spawn(async move {
-            let mut cl = ControlClient::connect(&addr).await.unwrap();
+            let mut cl = ControlClient::connect(&addr, CONTROL_TOKEN).await.unwrap();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
@@ -448,7 +507,9 @@ async fn main() {
             .unwrap()
             .control
             .clone();
-        let mut cl = ControlClient::connect(&survivor).await.unwrap();
+        let mut cl = ControlClient::connect(&survivor, CONTROL_TOKEN)
+            .await
+            .unwrap();
         nodes[li].child.start_kill().unwrap();
         nodes[li].child.wait().await.unwrap();
         let t = Instant::now();

@@ -1,5 +1,11 @@
 //! A line protocol to drive a [`RaftNode`] from another process: the `ire-raft-node` test
-//! program serves it on a loopback port, and the process tests and the benchmark speak it.
+//! program serves it on a loopback port when asked to (`--control`, off by default), and the
+//! process tests and the benchmark speak it.
+//!
+//! Every connection must first present the control credential: `auth <token>`, answered
+//! `ok`; anything else is answered `err Unauthorized fatal ...` and the connection closed.
+//! The port can change the cluster's membership and read every record, so it is never
+//! served without a credential.
 //!
 //! One request per line, one reply line per request, words separated by spaces (resource
 //! keys and holders contain none). A reply is `ok [...]`, `granted <token>`,
@@ -35,20 +41,43 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::client::ConsensusClient;
 use crate::node::RaftNode;
 use crate::transport::frame::{RequestFrame, FRAME_VERSION};
-use crate::transport::{NodeId, RaftTransport as _, RpcKind};
+use crate::transport::{same_secret, NodeId, RaftTransport as _, RpcKind};
 
-/// Serves the control protocol on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, node: RaftNode) {
+/// How long a new connection may take to present its credential.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves the control protocol on `listener` until the task is dropped. Each connection must
+/// first send `auth <token>` with this `token` (see the module docs).
+pub async fn serve(listener: TcpListener, node: RaftNode, token: String) {
     let client = ConsensusClient::new(node);
+    let token = std::sync::Arc::new(token);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
         let client = client.clone();
+        let token = token.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
+            let first = tokio::time::timeout(AUTH_TIMEOUT, lines.next_line()).await;
+            let presented = match &first {
+                Ok(Ok(Some(line))) => line.strip_prefix("auth ").map(str::trim),
+                _ => None,
+            };
+            if !presented.is_some_and(|p| same_secret(p, &token)) {
+                let _ = write
+                    .write_all(
+                        b"err Unauthorized fatal the control port needs \"auth <token>\" with \
+                          the node's control token first\n",
+                    )
+                    .await;
+                return;
+            }
+            if write.write_all(b"ok\n").await.is_err() {
+                return;
+            }
             while let Ok(Some(line)) = lines.next_line().await {
                 let mut reply = handle(&client, &line).await;
                 reply.push('\n');
@@ -373,15 +402,24 @@ pub struct ControlClient {
 }
 
 impl ControlClient {
-    /// Connects to a control port.
-    pub async fn connect(addr: &str) -> std::io::Result<Self> {
+    /// Connects to a control port and presents `token`; an unauthorized connection is an
+    /// error of kind `PermissionDenied` carrying the node's answer.
+    pub async fn connect(addr: &str, token: &str) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
-        Ok(Self {
+        let mut client = Self {
             lines: BufReader::new(read).lines(),
             write,
-        })
+        };
+        let answer = client.request(&format!("auth {token}")).await?;
+        if answer != "ok" {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                answer,
+            ));
+        }
+        Ok(client)
     }
 
     /// Sends one request and returns the reply line.

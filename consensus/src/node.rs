@@ -33,8 +33,8 @@ use crate::state::view::StateView;
 use crate::store::{self, LogStore, StateMachineStore, StoreOptions};
 use crate::transport::frame::{decode_payload, encode_payload};
 use crate::transport::{
-    ClusterTransport, ClusterTransportConfig, NodeId, PeerStatus, RaftTransport, RemoteError,
-    RemoteErrorKind, RpcHandler, RpcKind, TlsConfig, TransportError,
+    same_secret, ClusterTransport, ClusterTransportConfig, NodeId, PeerStatus, RaftTransport,
+    RemoteError, RemoteErrorKind, RpcHandler, RpcKind, TlsConfig, TransportError,
 };
 use crate::types::{
     check_ttl, ClusterNode, Command, Rejection, Response, TypeConfig, MAX_LEASE_TTL,
@@ -91,6 +91,11 @@ pub struct RaftNodeConfig {
     pub data_dir: PathBuf,
     /// The cluster's shared secret.
     pub cookie: String,
+    /// The cluster's admin token: a membership change forwarded to this node (when it
+    /// leads) is accepted only with it, and this node sends it with its own (join,
+    /// add-learner, promote, remove). `None`: forwarded membership changes are refused;
+    /// the cookie alone never changes the membership.
+    pub admin_token: Option<String>,
     /// TLS between nodes.
     pub tls: Option<TlsConfig>,
     /// sled options.
@@ -118,6 +123,7 @@ impl RaftNodeConfig {
             region: None,
             data_dir: data_dir.into(),
             cookie: cookie.into(),
+            admin_token: None,
             tls: None,
             store: StoreOptions::default(),
             timings: RaftTimings::default(),
@@ -217,11 +223,16 @@ enum ForwardRequest {
     /// Confirm leadership and return the index a linearizable read must wait for.
     ReadIndex,
     /// Add a node as a learner and wait until it has caught up.
-    AddLearner { id: NodeId, node: ClusterNode },
+    AddLearner {
+        id: NodeId,
+        node: ClusterNode,
+        /// The sender's admin token (see `RaftNodeConfig::admin_token`).
+        admin: Option<String>,
+    },
     /// Make a learner a voter.
-    Promote { id: NodeId },
+    Promote { id: NodeId, admin: Option<String> },
     /// Remove a node from the cluster.
-    Remove { id: NodeId },
+    Remove { id: NodeId, admin: Option<String> },
 }
 
 /// The leader's answer to a [`ForwardRequest`].
@@ -362,6 +373,10 @@ impl RaftNode {
         self.inner.config.id
     }
 
+    fn admin_token(&self) -> Option<String> {
+        self.inner.config.admin_token.clone()
+    }
+
     /// The raft instance (for metrics and tests).
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.inner.raft
@@ -400,13 +415,24 @@ impl RaftNode {
         let node = self.inner.config.member();
         let timeout = self.inner.config.membership_timeout;
         self.leader_call(
-            ForwardRequest::AddLearner { id: me, node },
+            ForwardRequest::AddLearner {
+                id: me,
+                node,
+                admin: self.admin_token(),
+            },
             timeout,
             &seed_ids,
         )
         .await?;
-        self.leader_call(ForwardRequest::Promote { id: me }, timeout, &seed_ids)
-            .await?;
+        self.leader_call(
+            ForwardRequest::Promote {
+                id: me,
+                admin: self.admin_token(),
+            },
+            timeout,
+            &seed_ids,
+        )
+        .await?;
         tracing::info!(
             component = "consensus",
             node_id = me,
@@ -424,7 +450,11 @@ impl RaftNode {
     ) -> Result<(), ConsensusError> {
         let node = ClusterNode::new(addr, region);
         self.leader_call(
-            ForwardRequest::AddLearner { id, node },
+            ForwardRequest::AddLearner {
+                id,
+                node,
+                admin: self.admin_token(),
+            },
             self.inner.config.membership_timeout,
             &[],
         )
@@ -435,7 +465,10 @@ impl RaftNode {
     /// Makes a learner a voter.
     pub async fn promote(&self, id: NodeId) -> Result<(), ConsensusError> {
         self.leader_call(
-            ForwardRequest::Promote { id },
+            ForwardRequest::Promote {
+                id,
+                admin: self.admin_token(),
+            },
             self.inner.config.membership_timeout,
             &[],
         )
@@ -446,7 +479,10 @@ impl RaftNode {
     /// Removes a node (voter or learner) from the cluster.
     pub async fn remove(&self, id: NodeId) -> Result<(), ConsensusError> {
         self.leader_call(
-            ForwardRequest::Remove { id },
+            ForwardRequest::Remove {
+                id,
+                admin: self.admin_token(),
+            },
             self.inner.config.membership_timeout,
             &[],
         )
@@ -742,6 +778,38 @@ impl NodeInner {
         }
     }
 
+    /// A membership change that arrives from another node must carry this node's admin
+    /// token: holding the cookie (being a peer) is not enough to add or remove members.
+    fn check_admin(&self, from: NodeId, req: &ForwardRequest) -> Result<(), ConsensusError> {
+        let presented = match req {
+            ForwardRequest::AddLearner { admin, .. }
+            | ForwardRequest::Promote { admin, .. }
+            | ForwardRequest::Remove { admin, .. } => admin.as_deref(),
+            ForwardRequest::Write(_) | ForwardRequest::ReadIndex => return Ok(()),
+        };
+        let refuse = |message: String| {
+            tracing::warn!(component = "consensus", from, %message, "membership change refused");
+            Err(ConsensusError::Invalid {
+                field: "admin token".into(),
+                message,
+            })
+        };
+        match (&self.config.admin_token, presented) {
+            (None, _) => refuse(format!(
+                "node {} accepts no membership change from other nodes: it has no admin token \
+                 configured",
+                self.config.id
+            )),
+            (Some(_), None) => refuse(format!(
+                "a membership change from node {from} without the cluster's admin token"
+            )),
+            (Some(mine), Some(theirs)) if !same_secret(mine, theirs) => refuse(format!(
+                "a membership change from node {from} with a wrong admin token"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Serves a request on this node, which must be the leader.
     async fn serve(&self, req: ForwardRequest) -> Result<ForwardReply, ConsensusError> {
         match req {
@@ -764,7 +832,7 @@ impl NodeInner {
                 Err(RaftError::APIError(e)) => Err(ConsensusError::unavailable(e.to_string())),
                 Err(RaftError::Fatal(e)) => Err(ConsensusError::fatal(e.to_string())),
             },
-            ForwardRequest::AddLearner { id, node } => {
+            ForwardRequest::AddLearner { id, node, .. } => {
                 if node.addr.trim().is_empty() {
                     return Err(ConsensusError::Invalid {
                         field: "node.addr".into(),
@@ -777,14 +845,14 @@ impl NodeInner {
                     .map_err(|e| self.client_write_error(e))?;
                 Ok(ForwardReply::MembershipChanged)
             }
-            ForwardRequest::Promote { id } => {
+            ForwardRequest::Promote { id, .. } => {
                 self.raft
                     .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                     .await
                     .map_err(|e| self.client_write_error(e))?;
                 Ok(ForwardReply::MembershipChanged)
             }
-            ForwardRequest::Remove { id } => {
+            ForwardRequest::Remove { id, .. } => {
                 let membership = self
                     .raft
                     .metrics()
@@ -941,8 +1009,11 @@ impl RpcHandler for NodeRpcHandler {
             RpcKind::Forward => {
                 let req: ForwardRequest = decode_payload("forward request", &payload)
                     .map_err(|e| RemoteError::new(RemoteErrorKind::Malformed, e.to_string()))?;
-                tracing::trace!(component = "consensus", from, ?req, "forwarded request");
-                let reply = node.serve(req).await;
+                tracing::trace!(component = "consensus", from, "forwarded request");
+                let reply = match node.check_admin(from, &req) {
+                    Ok(()) => node.serve(req).await,
+                    Err(e) => Err(e),
+                };
                 encode_payload("forward reply", &reply)
                     .map_err(|e| RemoteError::new(RemoteErrorKind::Handler, e.to_string()))
             }

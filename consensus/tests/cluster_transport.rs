@@ -230,3 +230,93 @@ async fn a_restarted_peer_is_redialed_with_backoff() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A transport whose sessions must authenticate within 500 ms, at most 16 waiting at once.
+async fn start_strict(id: NodeId, addr: SocketAddr) -> ClusterTransport {
+    let mut config = ClusterTransportConfig::new(id, addr, "secret");
+    config.handshake_timeout = Duration::from_millis(500);
+    config.max_pending_sessions = 16;
+    config.reconnect_max = Duration::from_millis(200);
+    let t = ClusterTransport::start(config).await.unwrap();
+    t.serve(Arc::new(Echo(id)));
+    t
+}
+
+/// True once the other end closed `stream` (whatever it sent before is read and dropped).
+fn closed(stream: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.try_read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_that_never_authenticate_is_closed_and_peers_still_connect() {
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let a = start_strict(401, a_addr).await;
+    // 40 connections that say nothing: over the limit of 16 waiting, and none ever
+    // authenticates.
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        flood.push(tokio::net::TcpStream::connect(a_addr).await.unwrap());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let open = flood.iter().filter(|s| !closed(s)).count();
+        if open == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} of 40 silent connections still open after 5 s (handshake timeout 500 ms)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A real peer still gets a link.
+    let b = start_strict(402, b_addr).await;
+    b.set_peer(401, a_addr.to_string());
+    assert_eq!(
+        call_until_connected(&b, 401, b"hi").await.unwrap(),
+        b"401 402 vote ih"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redials_to_a_peer_that_never_answers_leave_no_sessions_behind() {
+    // A "peer" that accepts connections and never says a word (a stopped process).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let acceptor = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = silent.accept().await {
+                accepted.lock().unwrap().push(s);
+            }
+        })
+    };
+    let a = start_strict(501, free_addr()).await;
+    a.set_peer(502, silent_addr.to_string());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (dialed, open) = {
+        let accepted = accepted.lock().unwrap();
+        (
+            accepted.len(),
+            accepted.iter().filter(|s| !closed(s)).count(),
+        )
+    };
+    assert!(dialed >= 3, "the peer was redialed only {dialed} times");
+    assert!(
+        open <= 2,
+        "{open} of {dialed} dialed sessions to the silent peer are still open"
+    );
+    acceptor.abort();
+    a.shutdown().await;
+}

@@ -14,6 +14,9 @@ use tokio::process::{Child, Command};
 use tokio::time::{timeout, Instant};
 
 const COOKIE: &str = "process-test-cookie";
+/// The nodes' control credential and admin token.
+const CONTROL_TOKEN: &str = "process-test-control";
+const ADMIN_TOKEN: &str = "process-test-admin";
 
 fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -42,7 +45,9 @@ impl NodeProc {
             ])
             .arg("--data")
             .arg(data)
-            .args(["--election-ms", "500"])
+            .args(["--election-ms", "500", "--control", "127.0.0.1:0"])
+            .env("IRE_RAFT_CONTROL_TOKEN", CONTROL_TOKEN)
+            .env("IRE_RAFT_ADMIN_TOKEN", ADMIN_TOKEN)
             .args(extra)
             .stdout(Stdio::piped())
             // Node logs only when asked for: openraft logs every unreachable peer loudly.
@@ -80,7 +85,9 @@ impl NodeProc {
     }
 
     async fn client(&self) -> ControlClient {
-        ControlClient::connect(&self.control).await.unwrap()
+        ControlClient::connect(&self.control, CONTROL_TOKEN)
+            .await
+            .unwrap()
     }
 }
 

@@ -90,8 +90,11 @@ pub struct ClusterTransportConfig {
     pub reconnect_min: Duration,
     /// Longest delay between dials.
     pub reconnect_max: Duration,
-    /// How long a dialed session may take to authenticate and publish its endpoint.
+    /// How long a session (dialed or accepted) may take to authenticate and publish its
+    /// endpoint before it is closed.
     pub handshake_timeout: Duration,
+    /// The most sessions waiting to authenticate at once; more are closed as they open.
+    pub max_pending_sessions: usize,
 }
 
 impl ClusterTransportConfig {
@@ -108,6 +111,7 @@ impl ClusterTransportConfig {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(3),
+            max_pending_sessions: 64,
         }
     }
 }

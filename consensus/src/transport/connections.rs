@@ -7,7 +7,10 @@
 //! for [`ClusterTransport`](super::ClusterTransport), pings each with a timeout, and:
 //! - dials a configured peer that has no session, with exponential backoff and jitter;
 //! - stops a session whose handshake does not finish in time (a peer that accepts TCP but
-//!   never authenticates, e.g. a stopped process);
+//!   never authenticates, e.g. a stopped process), inbound or outbound: it learns of every
+//!   session when it opens (ractor_cluster lists only authenticated ones), so neither redials
+//!   to a silent peer nor a flood of inbound connections leave sessions behind, and at most
+//!   [`ClusterTransportConfig::max_pending_sessions`] wait at once (more are closed at once);
 //! - stops a session whose peer missed several pings in a row, so that calls fail fast and the
 //!   next tick redials.
 
@@ -16,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_cluster::{NodeServerMessage, NodeSessionMessage, RactorMessage};
+use ractor_cluster::node::NodeServerSessionInformation;
+use ractor_cluster::{NodeEventSubscription, NodeServerMessage, NodeSessionMessage, RactorMessage};
 
 use super::cluster::{
     parse_node_name, parse_rpc_actor_name, ClusterTransportConfig, RaftRpcMessage, Shared,
@@ -42,6 +46,35 @@ pub enum ConnectionManagerMessage {
     Pinged(NodeId, bool),
     /// Every peer's state.
     Status(RpcReplyPort<Vec<PeerStatus>>),
+    /// A session opened (not authenticated yet).
+    SessionOpened(ActorRef<NodeSessionMessage>),
+    /// A session authenticated.
+    SessionAuthenticated(ActorId),
+    /// A session closed.
+    SessionClosed(ActorId),
+}
+
+/// Forwards the node server's session events to the manager.
+struct SessionEvents(ActorRef<ConnectionManagerMessage>);
+
+impl NodeEventSubscription for SessionEvents {
+    fn node_session_opened(&self, ses: NodeServerSessionInformation) {
+        let _ = self
+            .0
+            .cast(ConnectionManagerMessage::SessionOpened(ses.actor));
+    }
+
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        let _ = self
+            .0
+            .cast(ConnectionManagerMessage::SessionClosed(ses.actor.get_id()));
+    }
+
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.cast(ConnectionManagerMessage::SessionAuthenticated(
+            ses.actor.get_id(),
+        ));
+    }
 }
 
 /// What the manager needs to run.
@@ -93,6 +126,8 @@ pub(crate) struct ConnectionManagerState {
     node_server: ActorRef<NodeServerMessage>,
     shared: Arc<Shared>,
     peers: HashMap<NodeId, Peer>,
+    /// Sessions that have not authenticated yet, and since when.
+    pending: HashMap<ActorId, (ActorRef<NodeSessionMessage>, Instant)>,
     ticker: tokio::task::JoinHandle<()>,
 }
 
@@ -108,6 +143,37 @@ fn jitter(d: Duration, salt: u64) -> Duration {
 }
 
 impl ConnectionManagerState {
+    /// A new session: tracked until it authenticates, refused at once over the limit.
+    fn session_opened(&mut self, session: ActorRef<NodeSessionMessage>) {
+        if self.pending.len() >= self.config.max_pending_sessions {
+            tracing::warn!(
+                component = "raft-transport",
+                pending = self.pending.len(),
+                "too many sessions waiting to authenticate; closing a new one"
+            );
+            session.stop(Some("too many unauthenticated sessions".into()));
+            return;
+        }
+        self.pending
+            .insert(session.get_id(), (session, Instant::now()));
+    }
+
+    /// Stops the sessions that did not authenticate within the handshake timeout.
+    fn expire_pending(&mut self) {
+        let timeout = self.config.handshake_timeout;
+        self.pending.retain(|_, (session, since)| {
+            if since.elapsed() <= timeout {
+                return true;
+            }
+            tracing::debug!(
+                component = "raft-transport",
+                "a session did not authenticate in {timeout:?}; closing it"
+            );
+            session.stop(Some("handshake timeout".into()));
+            false
+        });
+    }
+
     fn dial(&mut self, myself: &ActorRef<ConnectionManagerMessage>, id: NodeId) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
@@ -352,11 +418,18 @@ impl Actor for ConnectionManager {
                 }
             }
         });
+        args.node_server
+            .cast(NodeServerMessage::SubscribeToEvents {
+                id: "ire-connection-manager".into(),
+                subscription: Box::new(SessionEvents(myself.clone())),
+            })
+            .map_err(|e| format!("subscribing to session events: {e}"))?;
         Ok(ConnectionManagerState {
             config: args.config,
             node_server: args.node_server,
             shared: args.shared,
             peers: HashMap::new(),
+            pending: HashMap::new(),
             ticker,
         })
     }
@@ -377,7 +450,15 @@ impl Actor for ConnectionManager {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ConnectionManagerMessage::Tick => state.refresh(&myself).await,
+            ConnectionManagerMessage::Tick => {
+                state.expire_pending();
+                state.refresh(&myself).await
+            }
+            ConnectionManagerMessage::SessionOpened(session) => state.session_opened(session),
+            ConnectionManagerMessage::SessionAuthenticated(id)
+            | ConnectionManagerMessage::SessionClosed(id) => {
+                state.pending.remove(&id);
+            }
             ConnectionManagerMessage::SetPeer(id, addr) => {
                 let min = state.config.reconnect_min;
                 let peer = state
@@ -403,8 +484,9 @@ impl Actor for ConnectionManager {
                 if let Some(peer) = state.peers.get_mut(&id) {
                     peer.dialing = false;
                     match result {
-                        // The session now authenticates; the handshake timeout guards it.
-                        Ok(()) => peer.next_dial = Instant::now() + handshake.min(max),
+                        // The session now authenticates; the handshake timeout guards it
+                        // (and no other dial starts before it ran out).
+                        Ok(()) => peer.next_dial = Instant::now() + handshake,
                         Err(e) => {
                             peer.failed_dials += 1;
                             let wait = peer.backoff + jitter(peer.backoff, id);

@@ -21,9 +21,20 @@ use serde::{Deserialize, Serialize};
 pub mod cluster;
 pub mod connections;
 pub mod frame;
+pub mod tls;
 
 pub use cluster::{ClusterTransport, ClusterTransportConfig, TlsConfig};
 pub use frame::FrameError;
+pub use tls::TlsError;
+
+/// Compares two secrets in time independent of where they differ.
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
 
 /// A raft node id: stable, from configuration.
 pub type NodeId = u64;

@@ -28,8 +28,12 @@ pub fn config(id: u64, dir: &tempfile::TempDir) -> RaftNodeConfig {
         ..RaftTimings::default()
     };
     c.request_timeout = Duration::from_secs(10);
+    c.admin_token = Some(ADMIN_TOKEN.into());
     c
 }
+
+/// The admin token of the nodes [`config`] makes (joins need it).
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// The leader's id once `node` knows one; panics after `deadline`.
 pub async fn wait_leader(node: &RaftNode, deadline: Duration) -> u64 {
