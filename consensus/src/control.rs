@@ -286,11 +286,13 @@ async fn send_bad_frames(node: &RaftNode, peer: NodeId) -> Vec<String> {
     let me = node.id();
     let t = node.transport();
     let timeout = Duration::from_secs(2);
+    let token = t.session_token(peer);
     let good = |kind, to, payload: Vec<u8>| {
         RequestFrame {
             kind,
             from: me,
             to,
+            token,
             payload,
         }
         .encode()

@@ -233,10 +233,31 @@ fn encode_reply<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, 
         .map_err(|e| RemoteError::new(RemoteErrorKind::Handler, e.to_string()))
 }
 
-/// Serves one incoming raft RPC (append-entries, vote, install-snapshot) with the local
-/// raft. A payload that does not decode is refused as malformed; raft is never called with it.
+/// Refuses a raft RPC whose payload speaks for another node than `from`, the sender its
+/// session was bound to (a vote's candidate, an append's or a snapshot's leader).
+fn check_sender(
+    kind: RpcKind,
+    from: NodeId,
+    vote: &openraft::Vote<NodeId>,
+) -> Result<(), RemoteError> {
+    match vote.leader_id().voted_for() {
+        Some(claimed) if claimed != from => Err(RemoteError::new(
+            RemoteErrorKind::Malformed,
+            format!(
+                "{} from node {from} speaks for node {claimed}: refused",
+                kind.name()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Serves one incoming raft RPC (append-entries, vote, install-snapshot) from `from` with
+/// the local raft. A payload that does not decode, or that speaks for another node than
+/// `from`, is refused as malformed; raft is never called with it.
 pub async fn serve_raft_rpc<C>(
     raft: &Raft<C>,
+    from: NodeId,
     kind: RpcKind,
     payload: &[u8],
 ) -> Result<Vec<u8>, RemoteError>
@@ -249,18 +270,21 @@ where
         RpcKind::AppendEntries => {
             let req: AppendEntriesRequest<C> =
                 decode_payload("append_entries", payload).map_err(malformed)?;
+            check_sender(kind, from, &req.vote)?;
             encode_reply("append_entries reply", &raft.append_entries(req).await)
         }
         RpcKind::Vote => {
             let req: VoteRequest<NodeId> = decode_payload("vote", payload).map_err(malformed)?;
+            check_sender(kind, from, &req.vote)?;
             encode_reply("vote reply", &raft.vote(req).await)
         }
         RpcKind::InstallSnapshot => {
             let req: InstallSnapshotRequest<C> =
                 decode_payload("install_snapshot", payload).map_err(malformed)?;
+            check_sender(kind, from, &req.vote)?;
             encode_reply("install_snapshot reply", &raft.install_snapshot(req).await)
         }
-        RpcKind::Forward | RpcKind::Ping => Err(RemoteError::new(
+        RpcKind::Forward | RpcKind::Ping | RpcKind::Bind => Err(RemoteError::new(
             RemoteErrorKind::Handler,
             format!("{} is not a raft rpc", kind.name()),
         )),

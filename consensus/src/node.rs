@@ -1017,7 +1017,7 @@ impl RpcHandler for NodeRpcHandler {
                 encode_payload("forward reply", &reply)
                     .map_err(|e| RemoteError::new(RemoteErrorKind::Handler, e.to_string()))
             }
-            _ => serve_raft_rpc(&node.raft, kind, &payload).await,
+            _ => serve_raft_rpc(&node.raft, from, kind, &payload).await,
         }
     }
 }

@@ -104,6 +104,7 @@ async fn rpcs_reach_the_node_named_by_its_stable_id_and_bad_frames_are_refused()
         kind: RpcKind::Vote,
         from: 101,
         to: 999,
+        token: a.session_token(102),
         payload: vec![1],
     }
     .encode();
@@ -128,6 +129,7 @@ async fn rpcs_reach_the_node_named_by_its_stable_id_and_bad_frames_are_refused()
         kind: RpcKind::Vote,
         from: 101,
         to: 102,
+        token: a.session_token(102),
         payload: vec![],
     }
     .encode();
@@ -142,6 +144,7 @@ async fn rpcs_reach_the_node_named_by_its_stable_id_and_bad_frames_are_refused()
         kind: RpcKind::AppendEntries,
         from: 101,
         to: 102,
+        token: a.session_token(102),
         payload: vec![],
     }
     .encode();
@@ -319,4 +322,57 @@ async fn redials_to_a_peer_that_never_answers_leave_no_sessions_behind() {
     );
     acceptor.abort();
     a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_is_served_only_as_coming_from_the_node_whose_session_sent_it() {
+    let (a_addr, b_addr, c_addr) = (free_addr(), free_addr(), free_addr());
+    let a = start(601, a_addr, "secret").await;
+    let b = start(602, b_addr, "secret").await;
+    let c = start(603, c_addr, "secret").await;
+    for t in [&a, &c] {
+        t.set_peer(602, b_addr.to_string());
+    }
+    // Both get a working, bound link to b; b sees each as who it is.
+    assert_eq!(
+        call_until_connected(&a, 602, b"a").await.unwrap(),
+        b"602 601 vote a"
+    );
+    assert_eq!(
+        call_until_connected(&c, 602, b"c").await.unwrap(),
+        b"602 603 vote c"
+    );
+    // c, holding the cookie and its own session, claims to be a: refused, with or without
+    // the token b issued to c, and b's handler never hears of it.
+    for token in [
+        c.session_token(602),
+        0,
+        a.session_token(602).wrapping_add(1),
+    ] {
+        let forged = RequestFrame {
+            kind: RpcKind::Vote,
+            from: 601,
+            to: 602,
+            token,
+            payload: b"forged".to_vec(),
+        }
+        .encode();
+        let err = c
+            .call_raw(602, RpcKind::Vote, forged, Duration::from_secs(2))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind, RemoteErrorKind::NotReady, "{}", err.message);
+        assert!(err.message.contains("node 601"), "{}", err.message);
+    }
+    // a's own frames still work.
+    assert_eq!(
+        a.call(602, RpcKind::Vote, b"ok".to_vec(), Duration::from_secs(2))
+            .await
+            .unwrap(),
+        b"602 601 vote ko"
+    );
+    for t in [a, b, c] {
+        t.shutdown().await;
+    }
 }

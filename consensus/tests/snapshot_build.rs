@@ -89,14 +89,16 @@ async fn a_snapshot_build_of_a_large_state_stalls_neither_renewals_nor_the_runti
         "snapshot build took {build:?}; {renewals} renewals meanwhile, the slowest {slowest:?}; \
          worst runtime lag {lag:?}"
     );
-    // The build must have taken long enough for a stall to show.
+    // The build must take long enough to tell a stall (its duration varies with the disk).
     assert!(
-        build > Duration::from_millis(1500),
+        build > Duration::from_millis(300),
         "the build took only {build:?}: too small a state to tell a stall"
     );
+    // Renewals went on during the build: several of them, none waiting for most of it (a
+    // build that holds applies out makes one renewal wait for all of it).
     assert!(
-        slowest < Duration::from_millis(750),
-        "a renewal waited {slowest:?} during the build ({build:?})"
+        renewals >= 3 && slowest < build / 2,
+        "{renewals} renewals during the {build:?} build, the slowest {slowest:?}"
     );
     assert!(
         lag < Duration::from_millis(500),

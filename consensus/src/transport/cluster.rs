@@ -6,6 +6,16 @@
 //! authenticate, ractor_cluster mirrors each side's group members on the other as remote
 //! actors; the connection manager picks the remote actor whose name carries the peer's raft id
 //! and publishes it in a shared table that [`ClusterTransport::call`] reads.
+//!
+//! **Who sent a frame.** ractor_cluster delivers a remote call without saying which session
+//! it came through, and every authenticated peer can reach every node's endpoint, so the
+//! `from` a frame declares proves nothing by itself. Each node therefore issues every peer a
+//! random token when that peer's session comes up, and sends it *to the peer's endpoint
+//! through that session* (a `Bind` call): only the node that authenticated as that peer
+//! receives it. A frame is served only if its token is the one issued to the node it names
+//! as `from` (otherwise it is refused as not ready, and retried); a new session gets a new
+//! token. Pings need none. A forged `Bind` can only make its target present a wrong token
+//! (refused, then replaced at the next binding), never speak for another node.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -136,6 +146,9 @@ pub enum RaftRpcMessage {
     /// A liveness probe.
     #[rpc]
     Ping(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// A session token issued to the receiver (see the module docs).
+    #[rpc]
+    Bind(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 impl RaftRpcMessage {
@@ -147,6 +160,7 @@ impl RaftRpcMessage {
             RpcKind::InstallSnapshot => Self::InstallSnapshot(frame, reply),
             RpcKind::Forward => Self::Forward(frame, reply),
             RpcKind::Ping => Self::Ping(frame, reply),
+            RpcKind::Bind => Self::Bind(frame, reply),
         }
     }
 
@@ -157,6 +171,7 @@ impl RaftRpcMessage {
             Self::InstallSnapshot(f, r) => (RpcKind::InstallSnapshot, f, r),
             Self::Forward(f, r) => (RpcKind::Forward, f, r),
             Self::Ping(f, r) => (RpcKind::Ping, f, r),
+            Self::Bind(f, r) => (RpcKind::Bind, f, r),
         }
     }
 }
@@ -167,6 +182,22 @@ pub(crate) struct Shared {
     pub(crate) handler: RwLock<Option<Arc<dyn RpcHandler>>>,
     /// Peer id -> its RPC endpoint, published by the connection manager.
     pub(crate) links: RwLock<HashMap<NodeId, ActorRef<RaftRpcMessage>>>,
+    /// Peer id -> the token this node issued it for its current session.
+    pub(crate) issued: RwLock<HashMap<NodeId, u64>>,
+    /// Peer id -> the token that peer issued this node.
+    pub(crate) held: RwLock<HashMap<NodeId, u64>>,
+}
+
+impl Shared {
+    /// The token to present to `peer` (0 until it bound this node's session).
+    pub(crate) fn token_for(&self, peer: NodeId) -> u64 {
+        self.held
+            .read()
+            .expect("tokens lock poisoned")
+            .get(&peer)
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// Checks a request frame and runs it through the handler; every failure becomes a reply.
@@ -193,8 +224,37 @@ pub(crate) async fn serve_frame(shared: &Shared, variant: RpcKind, bytes: Vec<u8
                 ),
             ));
         }
-        if frame.kind == RpcKind::Ping {
-            return Ok(Vec::new());
+        match frame.kind {
+            RpcKind::Ping => return Ok(Vec::new()),
+            RpcKind::Bind => {
+                let token: [u8; 8] = frame.payload.as_slice().try_into().map_err(|_| {
+                    RemoteError::new(RemoteErrorKind::Malformed, "a bind carries 8 bytes")
+                })?;
+                shared
+                    .held
+                    .write()
+                    .expect("tokens lock poisoned")
+                    .insert(frame.from, u64::from_be_bytes(token));
+                return Ok(Vec::new());
+            }
+            _ => {}
+        }
+        let issued = shared
+            .issued
+            .read()
+            .expect("tokens lock poisoned")
+            .get(&frame.from)
+            .copied();
+        if issued.is_none_or(|t| t != frame.token) {
+            return Err(RemoteError::new(
+                RemoteErrorKind::NotReady,
+                format!(
+                    "node {} has no session of node {} that this frame belongs to: a frame \
+                     is served only with the token issued to the session its sender \
+                     authenticated (a new session is bound within a round trip)",
+                    shared.id, frame.from
+                ),
+            ));
         }
         let handler = shared
             .handler
@@ -246,7 +306,8 @@ impl Actor for RaftRpcActor {
         let (kind, bytes, reply) = message.into_parts();
         match kind {
             // A ping needs no handler: answered here, it measures the link, not the node.
-            RpcKind::Ping => {
+            // A binding only records a token.
+            RpcKind::Ping | RpcKind::Bind => {
                 let out = serve_frame(shared, kind, bytes).await;
                 let _ = reply.send(out);
             }
@@ -312,6 +373,8 @@ impl ClusterTransport {
             id: config.node_id,
             handler: RwLock::new(None),
             links: RwLock::new(HashMap::new()),
+            issued: RwLock::new(HashMap::new()),
+            held: RwLock::new(HashMap::new()),
         });
         let (rpc_actor, _) = Actor::spawn(
             Some(rpc_actor_name(config.node_id)),
@@ -366,6 +429,12 @@ impl ClusterTransport {
             rpc_actor,
             manager,
         })
+    }
+
+    /// The session token `peer` issued this node (what [`RaftTransport::call`] presents);
+    /// tests use it to build frames by hand.
+    pub fn session_token(&self, peer: NodeId) -> u64 {
+        self.shared.token_for(peer)
     }
 
     /// Sends a raw frame as the given RPC variant; tests use it to send corrupted frames.
@@ -473,6 +542,7 @@ impl RaftTransport for ClusterTransport {
             kind,
             from: self.shared.id,
             to: target,
+            token: self.shared.token_for(target),
             payload,
         }
         .encode();

@@ -44,6 +44,8 @@ pub enum ConnectionManagerMessage {
     Dialed(NodeId, Result<(), String>),
     /// A ping finished (true: answered in time).
     Pinged(NodeId, bool),
+    /// A binding finished: the peer, the token, and whether the peer has it.
+    Bound(NodeId, u64, bool),
     /// Every peer's state.
     Status(RpcReplyPort<Vec<PeerStatus>>),
     /// A session opened (not authenticated yet).
@@ -101,6 +103,9 @@ struct Peer {
     handshake_since: Option<Instant>,
     ping_in_flight: bool,
     missed: u32,
+    /// The peer has the token issued for its current session.
+    bound: bool,
+    binding: bool,
 }
 
 impl Peer {
@@ -116,8 +121,15 @@ impl Peer {
             handshake_since: None,
             ping_in_flight: false,
             missed: 0,
+            bound: false,
+            binding: false,
         }
     }
+}
+
+/// A fresh session token: random, never 0 (what a frame without a binding carries).
+fn new_token() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0 | 1
 }
 
 /// The manager's state.
@@ -216,6 +228,72 @@ impl ConnectionManagerState {
         });
     }
 
+    /// Issues `id` a token for its new session (the previous one stops working).
+    fn issue(&mut self, id: NodeId) {
+        self.shared
+            .issued
+            .write()
+            .expect("tokens lock poisoned")
+            .insert(id, new_token());
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.bound = false;
+        }
+    }
+
+    /// Forgets the token issued to `id`: its frames are refused until a new session binds.
+    fn revoke(&mut self, id: NodeId) {
+        self.shared
+            .issued
+            .write()
+            .expect("tokens lock poisoned")
+            .remove(&id);
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.bound = false;
+        }
+    }
+
+    /// Sends `id` its token through its session, unless it has it or a send is under way.
+    fn bind(&mut self, myself: &ActorRef<ConnectionManagerMessage>, id: NodeId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(link) = peer.link.clone() else {
+            return;
+        };
+        let Some(token) = self
+            .shared
+            .issued
+            .read()
+            .expect("tokens lock poisoned")
+            .get(&id)
+            .copied()
+        else {
+            return;
+        };
+        if peer.bound || peer.binding {
+            return;
+        }
+        peer.binding = true;
+        let frame = RequestFrame {
+            kind: RpcKind::Bind,
+            from: self.shared.id,
+            to: id,
+            token: 0,
+            payload: token.to_be_bytes().to_vec(),
+        }
+        .encode();
+        let timeout = self.config.heartbeat_timeout;
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let ok = matches!(
+                link.call(|r| RaftRpcMessage::Bind(frame, r), Some(timeout)).await,
+                Ok(ractor::rpc::CallResult::Success(ref reply))
+                    if matches!(super::frame::decode_reply(reply.clone()), Ok(Ok(_)))
+            );
+            let _ = me.cast(ConnectionManagerMessage::Bound(id, token, ok));
+        });
+    }
+
     fn ping(&mut self, myself: &ActorRef<ConnectionManagerMessage>, id: NodeId) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
@@ -231,6 +309,7 @@ impl ConnectionManagerState {
             kind: RpcKind::Ping,
             from: self.shared.id,
             to: id,
+            token: 0,
             payload: Vec::new(),
         }
         .encode();
@@ -256,6 +335,7 @@ impl ConnectionManagerState {
             peer.missed = 0;
             peer.ping_in_flight = false;
         }
+        self.revoke(id);
         self.publish();
     }
 
@@ -328,6 +408,8 @@ impl ConnectionManagerState {
         }
         let now = Instant::now();
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        // Peers whose session is new (a token to issue) or gone (a token to revoke).
+        let (mut fresh, mut gone) = (Vec::new(), Vec::new());
         for id in ids {
             let peer = self.peers.get_mut(&id).expect("listed above");
             peer.sessions = by_peer
@@ -341,6 +423,9 @@ impl ConnectionManagerState {
                     if peer.link.is_none() {
                         tracing::info!(component = "raft-transport", peer = id, addr = %peer.addr, "peer connected");
                     }
+                    if peer.link.as_ref().map(|l| l.get_id()) != Some(link.get_id()) {
+                        fresh.push(id);
+                    }
                     peer.link = Some(link);
                     peer.handshake_since = None;
                     peer.backoff = self.config.reconnect_min;
@@ -348,6 +433,7 @@ impl ConnectionManagerState {
                 }
                 None => {
                     if peer.link.take().is_some() {
+                        gone.push(id);
                         tracing::warn!(component = "raft-transport", peer = id, addr = %peer.addr, "peer disconnected");
                         peer.missed = 0;
                         peer.ping_in_flight = false;
@@ -371,10 +457,17 @@ impl ConnectionManagerState {
                 }
             }
         }
+        for id in gone {
+            self.revoke(id);
+        }
+        for id in fresh {
+            self.issue(id);
+        }
         self.publish();
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for id in ids {
             self.dial(myself, id);
+            self.bind(myself, id);
             self.ping(myself, id);
         }
     }
@@ -475,7 +568,30 @@ impl Actor for ConnectionManager {
             ConnectionManagerMessage::RemovePeer(id) => {
                 state.drop_sessions(id, "peer removed");
                 state.peers.remove(&id);
+                state
+                    .shared
+                    .held
+                    .write()
+                    .expect("tokens lock poisoned")
+                    .remove(&id);
                 state.publish();
+            }
+            ConnectionManagerMessage::Bound(id, token, ok) => {
+                let current = state
+                    .shared
+                    .issued
+                    .read()
+                    .expect("tokens lock poisoned")
+                    .get(&id)
+                    .copied();
+                if let Some(peer) = state.peers.get_mut(&id) {
+                    peer.binding = false;
+                    // A binding for a session that was replaced meanwhile does not count.
+                    peer.bound = ok && current == Some(token);
+                }
+                if !ok {
+                    state.bind(&myself, id);
+                }
             }
             ConnectionManagerMessage::DialNow(id) => state.dial(&myself, id),
             ConnectionManagerMessage::Dialed(id, result) => {

@@ -1,6 +1,8 @@
 //! The wire format of one raft RPC between two nodes.
 //!
-//! A request frame is `[version: u8][kind: u8][from: u64 BE][to: u64 BE][payload]`, a reply
+//! A request frame is `[version: u8][kind: u8][from: u64 BE][to: u64 BE][token: u64 BE]
+//! [payload]` (the token binds `from` to the sender's session, see
+//! [`crate::transport::cluster`]), a reply
 //! frame is `[version: u8][status: u8][payload]` where a failed status carries a UTF-8 message.
 //! The header is parsed by hand so that a corrupted or truncated frame gives a clear
 //! [`FrameError`] and never a panic; payloads are bincode (serde mode) and decoded with a size
@@ -12,10 +14,10 @@ use serde::Serialize;
 use super::{NodeId, RemoteError, RemoteErrorKind, RpcKind};
 
 /// The frame format's version; a peer speaking another version is refused.
-pub const FRAME_VERSION: u8 = 1;
+pub const FRAME_VERSION: u8 = 2;
 
-/// Request header length: version, kind, from, to.
-pub const REQUEST_HEADER_LEN: usize = 1 + 1 + 8 + 8;
+/// Request header length: version, kind, from, to, token.
+pub const REQUEST_HEADER_LEN: usize = 1 + 1 + 8 + 8 + 8;
 
 /// Reply header length: version, status.
 pub const REPLY_HEADER_LEN: usize = 2;
@@ -88,6 +90,8 @@ pub struct RequestFrame {
     pub from: NodeId,
     /// The node the sender meant to reach.
     pub to: NodeId,
+    /// The session token the receiver issued to `from` (0 for pings and bindings).
+    pub token: u64,
     /// The RPC's body.
     pub payload: Vec<u8>,
 }
@@ -100,6 +104,7 @@ impl RequestFrame {
         out.push(self.kind as u8);
         out.extend_from_slice(&self.from.to_be_bytes());
         out.extend_from_slice(&self.to.to_be_bytes());
+        out.extend_from_slice(&self.token.to_be_bytes());
         out.extend_from_slice(&self.payload);
         out
     }
@@ -125,11 +130,13 @@ impl RequestFrame {
         })?;
         let from = u64::from_be_bytes(bytes[2..10].try_into().expect("8-byte slice"));
         let to = u64::from_be_bytes(bytes[10..18].try_into().expect("8-byte slice"));
+        let token = u64::from_be_bytes(bytes[18..26].try_into().expect("8-byte slice"));
         let payload = bytes.split_off(REQUEST_HEADER_LEN);
         Ok(Self {
             kind,
             from,
             to,
+            token,
             payload,
         })
     }
@@ -235,6 +242,7 @@ mod tests {
             kind: RpcKind::AppendEntries,
             from: 1,
             to: 2,
+            token: 77,
             payload: vec![9, 8, 7],
         }
     }

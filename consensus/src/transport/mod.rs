@@ -53,6 +53,8 @@ pub enum RpcKind {
     Forward = 4,
     /// The connection manager's liveness probe.
     Ping = 5,
+    /// The session token a node issues to a peer, sent over that peer's session.
+    Bind = 6,
 }
 
 impl RpcKind {
@@ -64,6 +66,7 @@ impl RpcKind {
             3 => Self::InstallSnapshot,
             4 => Self::Forward,
             5 => Self::Ping,
+            6 => Self::Bind,
             _ => return None,
         })
     }
@@ -76,6 +79,7 @@ impl RpcKind {
             Self::InstallSnapshot => "install_snapshot",
             Self::Forward => "forward",
             Self::Ping => "ping",
+            Self::Bind => "bind",
         }
     }
 }
