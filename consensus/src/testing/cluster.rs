@@ -152,7 +152,12 @@ impl TestCluster {
         let dir = self.dir_of(id);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let (log, sm) = loop {
-            match store::open(&dir, StoreOptions::default().cache_capacity(8 << 20)) {
+            // Relaxed durability: these nodes "crash" by closing their stores (a process
+            // crash at most), and fdatasyncs on a shared disk only slow elections down.
+            let opts = StoreOptions::default()
+                .cache_capacity(8 << 20)
+                .durability(crate::store::Durability::Relaxed);
+            match store::open(&dir, opts.clone()) {
                 Ok(s) => break s,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!(%e, "store still held, retrying");
