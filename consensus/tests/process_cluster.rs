@@ -360,3 +360,186 @@ async fn a_silent_peer_is_dropped_and_reconnected_when_it_answers_again() {
     .await;
     assert!(reply.starts_with("granted"));
 }
+
+/// The control addresses of a cluster's nodes, by id - 1 (they change when a node restarts).
+type Controls = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Writes records `prefix-<n>` through the nodes in turn until `stop`, each retried on the
+/// next node until one acknowledges it (a record is an idempotent upsert); returns the ids
+/// acknowledged.
+async fn write_until(
+    controls: Controls,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    prefix: &'static str,
+) -> Vec<String> {
+    let mut acked = Vec::new();
+    let mut conns: std::collections::HashMap<String, ControlClient> = Default::default();
+    let mut n = 0u64;
+    let mut target = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let addr = controls.lock().unwrap()[target % 3].clone();
+        let id = format!("{prefix}-{n}");
+        let reply = match conns.remove(&addr) {
+            Some(c) => Ok(c),
+            None => timeout(
+                Duration::from_secs(1),
+                ControlClient::connect(&addr, CONTROL_TOKEN),
+            )
+            .await
+            .map_err(|_| ())
+            .and_then(|r| r.map_err(|_| ())),
+        };
+        let ok = match reply {
+            Ok(mut c) => {
+                match timeout(
+                    Duration::from_secs(3),
+                    c.request(&format!("record {id} 2048")),
+                )
+                .await
+                {
+                    Ok(Ok(r)) if r == "ok" => {
+                        conns.insert(addr, c);
+                        true
+                    }
+                    Ok(Ok(_)) => {
+                        conns.insert(addr, c);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+            Err(()) => false,
+        };
+        if ok {
+            acked.push(id);
+            n += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        target += 1;
+    }
+    acked
+}
+
+/// Every record in `ids` reads back whole through `node` (linearizable reads, served from
+/// the node's own state machine once it applied the leader's read index).
+async fn check_records(node: &NodeProc, ids: &[String]) {
+    let mut c = node.client().await;
+    for id in ids {
+        let reply = until(
+            &mut c,
+            &format!("execution {id}"),
+            "ok",
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(reply, "ok 2048", "node {}: {id}", node.id);
+    }
+}
+
+async fn sigkill(n: &mut NodeProc) {
+    n.child.start_kill().unwrap();
+    n.child.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_followers_and_the_leader_during_writes_and_snapshot_installs_loses_no_acknowledged_write(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs = [free_addr(), free_addr(), free_addr()];
+    let seed = format!("1={}", addrs[0]);
+    // Small snapshots, purged soon: a node that was down catches up from a snapshot.
+    let policy: Vec<String> = ["--snapshot-every", "300", "--logs-to-keep", "50"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let with = |extra: &[&str]| {
+        let mut v = policy.clone();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let mut nodes =
+        vec![NodeProc::spawn(1, addrs[0], &dir.path().join("n1"), &with(&["--bootstrap"])).await];
+    for id in [2u64, 3] {
+        let mut n = NodeProc::spawn(
+            id,
+            addrs[id as usize - 1],
+            &dir.path().join(format!("n{id}")),
+            &with(&["--join", &seed]),
+        )
+        .await;
+        n.wait_line("JOINED").await;
+        nodes.push(n);
+    }
+    let controls: Controls = std::sync::Arc::new(std::sync::Mutex::new(
+        nodes.iter().map(|n| n.control.clone()).collect(),
+    ));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn(write_until(controls.clone(), stop.clone(), "rec"));
+
+    let mut c1 = nodes[0].client().await;
+    let leader = leader_of(&mut c1).await.unwrap() as usize;
+    let restart = |n: &NodeProc| (n.id, n.raft, n.data.clone());
+
+    // A follower, then the leader, SIGKILLed in the middle of the writes and restarted
+    // (the leader once the others have elected a new one).
+    for (victim, down_ms) in [(leader % 3, 800), (leader - 1, 2500)] {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        sigkill(&mut nodes[victim]).await;
+        tokio::time::sleep(Duration::from_millis(down_ms)).await;
+        let (id, raft, data) = restart(&nodes[victim]);
+        nodes[victim] = NodeProc::spawn(id, raft, &data, &policy).await;
+        controls.lock().unwrap()[victim] = nodes[victim].control.clone();
+    }
+
+    // A follower down while the others write and purge past it: at restart it is sent a
+    // snapshot, and it is SIGKILLed again and again while that install may be under way.
+    let mut c = nodes[0].client().await;
+    let end = Instant::now() + Duration::from_secs(15);
+    let leader = loop {
+        if let Some(l) = leader_of(&mut c).await {
+            break l as usize - 1;
+        }
+        assert!(Instant::now() < end, "no leader after the restarts");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let f = (leader + 1) % 3;
+    sigkill(&mut nodes[f]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for delay_ms in [50u64, 150, 300, 500, 800] {
+        let (id, raft, data) = restart(&nodes[f]);
+        nodes[f] = NodeProc::spawn(id, raft, &data, &policy).await;
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        sigkill(&mut nodes[f]).await;
+    }
+    let (id, raft, data) = restart(&nodes[f]);
+    nodes[f] = NodeProc::spawn(id, raft, &data, &policy).await;
+    controls.lock().unwrap()[f] = nodes[f].control.clone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.await.unwrap();
+    assert!(
+        acked.len() > 500,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    let mut status = nodes[f].client().await;
+    let s = until(&mut status, "status", "ok", Duration::from_secs(10)).await;
+    let s: serde_json::Value = serde_json::from_str(&s[3..]).unwrap();
+    assert!(
+        s["snapshot"].as_u64().is_some(),
+        "the restarted follower holds no snapshot: {s}"
+    );
+    eprintln!(
+        "{} writes acknowledged; the follower restarted from {s}",
+        acked.len()
+    );
+    // Every acknowledged write, on the follower that was killed during its catch-up and on
+    // the node that led at the end.
+    check_records(&nodes[f], &acked).await;
+    check_records(&nodes[leader], &acked).await;
+    for n in &mut nodes {
+        let _ = n.child.start_kill();
+    }
+}

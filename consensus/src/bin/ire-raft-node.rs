@@ -32,6 +32,8 @@ OPTIONS:
     --tls-cert <FILE>         this node's certificate chain (PEM),
     --tls-key <FILE>          its private key (PEM),
     --tls-name <NAME>         and the name every node's certificate carries
+    --snapshot-every <N>      build a snapshot every N log entries (default 20000)
+    --logs-to-keep <N>        entries kept behind a snapshot (default 1000)
     --election-ms <MS>        shortest election timeout (the longest is twice it)
     --heartbeat-ms <MS>       leader heartbeat interval
     -h, --help                print this help
@@ -58,6 +60,8 @@ struct Args {
     tls: [Option<String>; 4],
     election_ms: Option<u64>,
     heartbeat_ms: Option<u64>,
+    snapshot_every: Option<u64>,
+    logs_to_keep: Option<u64>,
 }
 
 enum Parsed {
@@ -87,6 +91,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, String> {
         tls: Default::default(),
         election_ms: None,
         heartbeat_ms: None,
+        snapshot_every: None,
+        logs_to_keep: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -115,6 +121,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Parsed, String> {
             "--tls-name" => a.tls[3] = Some(value()?),
             "--election-ms" => a.election_ms = Some(number(&flag, value()?)?),
             "--heartbeat-ms" => a.heartbeat_ms = Some(number(&flag, value()?)?),
+            "--snapshot-every" => a.snapshot_every = Some(number(&flag, value()?)?),
+            "--logs-to-keep" => a.logs_to_keep = Some(number(&flag, value()?)?),
             "--join" => {
                 for seed in value()?.split(',') {
                     let (id, addr) = seed
@@ -192,6 +200,12 @@ async fn run(args: Args) -> Result<(), String> {
     }
     if let Some(ms) = args.heartbeat_ms {
         config.timings.heartbeat_interval = Duration::from_millis(ms);
+    }
+    if let Some(n) = args.snapshot_every {
+        config.timings.snapshot_every = n;
+    }
+    if let Some(n) = args.logs_to_keep {
+        config.timings.logs_to_keep = n;
     }
     let node = RaftNode::start(config).await.map_err(|e| e.to_string())?;
     if args.bootstrap {
