@@ -63,7 +63,8 @@ async fn call_until_connected(
             )
             .await;
         match &r {
-            Err(TransportError::Unreachable { .. }) if tokio::time::Instant::now() < deadline => {
+            // No session yet, or its binding still on the way.
+            Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             _ => return r,
