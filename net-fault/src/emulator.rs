@@ -2,6 +2,12 @@
 //! delay, drops, corrupts or duplicates them as the [`Model`] decides, and gives each its
 //! verdict.
 //!
+//! A delayed packet the target sends is not held in the kernel: it is copied, dropped at
+//! once, and the copy sent through a raw socket when its delay is over. A held packet would
+//! stay charged to the sending socket (netem orphans it, netfilter cannot), and a sender
+//! would be throttled to one send buffer per delay: TCP to a fraction of a megabit per
+//! second at 100 ms. Packets the target receives are held and then accepted.
+//!
 //! The queue is bound with fail-open (a full queue lets packets through) and the nftables
 //! rule that feeds it has bypass (no listener lets packets through): when this program is
 //! slow or dead, traffic flows unimpaired rather than being blackholed. Packets still held
@@ -51,6 +57,8 @@ pub struct Stats {
     pub corrupted: u64,
     /// Copies sent.
     pub duplicated: u64,
+    /// Delayed outgoing packets sent again as copies (the originals dropped).
+    pub resent: u64,
     /// Verdicts or copies the kernel refused.
     pub errors: u64,
 }
@@ -59,9 +67,20 @@ pub struct Stats {
 struct Held {
     at: Instant,
     seq: u64,
-    msg: Message,
+    packet: Pending,
     copy: Option<Vec<u8>>,
 }
+
+/// How a delayed packet leaves.
+enum Pending {
+    /// Its verdict is due (a received packet, held in the kernel).
+    Verdict(Message),
+    /// Its copy is to be sent (an outgoing packet, already dropped).
+    Resend(Vec<u8>),
+}
+
+/// The netfilter hook of locally generated packets (`NF_INET_LOCAL_OUT`).
+const HOOK_LOCAL_OUT: u8 = 3;
 
 impl PartialEq for Held {
     fn eq(&self, o: &Self) -> bool {
@@ -111,10 +130,13 @@ impl Copier {
         // IPPROTO_RAW: the packet carries its own IP header.
         let v4 = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255)))?;
         v4.set_mark(OWN_MARK)?;
+        // Releases come in bursts (every packet whose delay ended since the last wake-up).
+        let _ = v4.set_send_buffer_size(4 << 20);
         let v6 = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(255)))
             .and_then(|s| {
                 s.set_header_included_v6(true)?;
                 s.set_mark(OWN_MARK)?;
+                let _ = s.set_send_buffer_size(4 << 20);
                 Ok(s)
             })
             .ok();
@@ -173,6 +195,8 @@ pub struct Emulator {
     model: Model,
     rng: fastrand::Rng,
     copier: Option<Copier>,
+    /// Delayed outgoing packets are copied, dropped and sent again (see the module docs).
+    resend_delayed: bool,
     held: BinaryHeap<Held>,
     seq: u64,
     stats: Stats,
@@ -199,10 +223,11 @@ impl Emulator {
                 e,
             )
         })?;
+        let resends = plan.fault.delay.is_some() && plan.fault.direction.egress();
         let setup = |q: &mut Queue| -> io::Result<()> {
             q.set_fail_open(num, true)?;
             q.set_queue_max_len(num, QUEUE_MAX_LEN)?;
-            if !plan.needs_payload() {
+            if !(plan.needs_payload() || resends) {
                 // Delay, loss and reordering need only the verdict: copy no packet data.
                 q.set_copy_range(num, 0)?;
             }
@@ -214,10 +239,11 @@ impl Emulator {
         poll.registry()
             .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)
             .map_err(|e| fatal("watching the NFQUEUE socket".into(), e))?;
-        let copier = if plan.fault.duplicate.is_some() {
+        let copier = if plan.fault.duplicate.is_some() || resends {
             Some(Copier::open().map_err(|e| {
                 fatal(
-                    "opening a raw socket for duplicates (needs CAP_NET_RAW)".into(),
+                    "opening a raw socket for duplicates and delayed packets (needs CAP_NET_RAW)"
+                        .into(),
                     e,
                 )
             })?)
@@ -231,6 +257,7 @@ impl Emulator {
             model: Model::new(&plan.fault),
             rng: fastrand::Rng::new(),
             copier,
+            resend_delayed: resends,
             held: BinaryHeap::new(),
             seq: 0,
             stats: Stats::default(),
@@ -274,7 +301,7 @@ impl Emulator {
         // A read error here only means fewer packets to release.
         let _ = self.drain();
         while let Some(h) = self.held.pop() {
-            self.send(h.msg, h.copy);
+            self.release(h);
         }
         self.stats
     }
@@ -319,22 +346,52 @@ impl Emulator {
         }
         self.stats.delayed += 1;
         self.seq += 1;
+        let packet = if self.resend_delayed && msg.get_hook() == HOOK_LOCAL_OUT {
+            let data = msg.get_payload().to_vec();
+            msg.set_verdict(Verdict::Drop);
+            self.verdict(msg);
+            Pending::Resend(data)
+        } else {
+            Pending::Verdict(msg)
+        };
         self.held.push(Held {
             at: Instant::now() + d.delay,
             seq: self.seq,
-            msg,
+            packet,
             copy,
         });
+    }
+
+    /// Lets a delayed packet go, with its copy.
+    fn release(&mut self, h: Held) {
+        match h.packet {
+            Pending::Verdict(msg) => self.send(msg, h.copy),
+            Pending::Resend(data) => {
+                self.copy(&data, true);
+                if let Some(c) = h.copy {
+                    self.copy(&c, false);
+                }
+            }
+        }
+    }
+
+    /// Sends a packet through the raw socket.
+    fn copy(&mut self, packet: &[u8], resend: bool) {
+        let Some(copier) = &self.copier else {
+            return;
+        };
+        match copier.send(packet) {
+            Ok(()) if resend => self.stats.resent += 1,
+            Ok(()) => self.stats.duplicated += 1,
+            Err(_) => self.stats.errors += 1,
+        }
     }
 
     fn send(&mut self, mut msg: Message, copy: Option<Vec<u8>>) {
         msg.set_verdict(Verdict::Accept);
         self.verdict(msg);
-        if let (Some(packet), Some(copier)) = (copy, &self.copier) {
-            match copier.send(&packet) {
-                Ok(()) => self.stats.duplicated += 1,
-                Err(_) => self.stats.errors += 1,
-            }
+        if let Some(packet) = copy {
+            self.copy(&packet, false);
         }
     }
 
@@ -347,7 +404,7 @@ impl Emulator {
     fn release_due(&mut self, now: Instant) {
         while self.held.peek().is_some_and(|h| h.at <= now) {
             let h = self.held.pop().expect("peeked");
-            self.send(h.msg, h.copy);
+            self.release(h);
         }
     }
 }

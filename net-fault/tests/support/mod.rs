@@ -331,23 +331,99 @@ pub fn tcp_throughput(
     receiver.join().unwrap()
 }
 
-/// The `Udp: InCsumErrors` counter of `ns`: datagrams its kernel dropped for a bad checksum.
-pub fn udp_checksum_errors(ns: &Netns) -> u64 {
+/// The UDP error counters of `ns` (`/proc/net/snmp`).
+#[derive(Debug, Clone, Copy)]
+pub struct UdpErrors {
+    /// Datagrams dropped on input for any error (checksum, length, full buffer).
+    pub in_errors: u64,
+    /// Of those, for a bad checksum.
+    pub checksum: u64,
+    /// Of those, for a full receive buffer.
+    pub rcvbuf: u64,
+}
+
+pub fn udp_errors(ns: &Netns) -> UdpErrors {
     ns.run(|| {
         let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
         let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
         let names: Vec<&str> = udp[0].split_whitespace().collect();
         let values: Vec<&str> = udp[1].split_whitespace().collect();
-        let at = names.iter().position(|n| *n == "InCsumErrors").unwrap();
-        values[at].parse().unwrap()
+        let get = |n: &str| -> u64 {
+            let at = names.iter().position(|x| *x == n).unwrap();
+            values[at].parse().unwrap()
+        };
+        UdpErrors {
+            in_errors: get("InErrors"),
+            checksum: get("InCsumErrors"),
+            rcvbuf: get("RcvbufErrors"),
+        }
     })
     .join()
     .unwrap()
 }
 
-/// The helper binary.
+/// The helper binary: cargo's for tests; for the benchmark (an example), the one beside
+/// the examples' directory.
 pub fn helper() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ire-net-fault"))
+    match option_env!("CARGO_BIN_EXE_ire-net-fault") {
+        Some(p) => Command::new(p),
+        None => {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap();
+            Command::new(dir.join("ire-net-fault"))
+        }
+    }
+}
+
+/// Datagrams of `len` bytes sent from `from` to a receiver in `to` as fast as one thread
+/// can for `duration`: (sent, received).
+pub fn udp_flood(
+    from: &Netns,
+    to: &Netns,
+    ip: &str,
+    port: u16,
+    len: usize,
+    duration: Duration,
+) -> (u64, u64) {
+    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    let receiver = to.run(move || {
+        let sock = UdpSocket::bind(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        tx.send(()).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut n = 0u64;
+        loop {
+            match sock.recv(&mut buf) {
+                Ok(_) => n += 1,
+                Err(_) if s.load(Ordering::Relaxed) => return n,
+                Err(_) => {}
+            }
+        }
+    });
+    rx.recv().unwrap();
+    let sent = from
+        .run(move || {
+            let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+            let buf = vec![1u8; len];
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < duration {
+                if sock.send_to(&buf, addr).is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        })
+        .join()
+        .unwrap();
+    // Delayed packets are still on their way: let them arrive.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    (sent, receiver.join().unwrap())
 }
 
 /// A running `apply`: the fault is in place once it is returned.
@@ -358,6 +434,27 @@ pub struct Applied {
 }
 
 impl Applied {
+    /// Sends SIGTERM and waits; the emulator's statistics (its last stderr line).
+    pub fn stop_with_stats(mut self) -> serde_json::Value {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        self.child.wait().unwrap();
+        err.lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     /// Sends SIGTERM and waits for the exit; returns the exit status's success.
     pub fn stop(mut self) -> bool {
         nix::sys::signal::kill(
