@@ -11,6 +11,12 @@ command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 need+=(busybox-static iproute2 nftables docker-compose)
 # --- end ire-adapters ----------------------------------------------------------------------
 
+# --- ire-net-fault (network faults) ---------------------------------------------------------
+# The helper drives tc and ip (iproute2) and nft (nftables); process namespaces are entered
+# with util-linux's nsenter; the tests ping from inside targets with busybox.
+need+=(iproute2 nftables util-linux busybox-static)
+# --- end ire-net-fault ----------------------------------------------------------------------
+
 # --- ire-actors (engine) -------------------------------------------------------------------
 # The example out-of-process plugin (examples/plugins/file-marker) is a Python program.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
