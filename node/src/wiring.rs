@@ -65,7 +65,8 @@ pub struct Node {
     /// The reporter.
     pub reporter: ReporterHandle,
     supervisor: SupervisorHandle,
-    temp: Option<tempfile::TempDir>,
+    temp: std::sync::Mutex<Option<tempfile::TempDir>>,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Node {
@@ -230,7 +231,8 @@ impl Node {
             bus,
             reporter,
             supervisor,
-            temp,
+            temp: std::sync::Mutex::new(temp),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -251,12 +253,17 @@ impl Node {
     /// Stops everything: the supervisor tree (executions are canceled and roll back), the
     /// adapters (a process adapter stops the processes it started), raft; a temporary data
     /// directory is removed.
-    pub async fn shutdown(self) -> Result<()> {
+    ///
+    /// Only the first call does anything; the node is unusable afterwards.
+    pub async fn shutdown(&self) -> Result<()> {
+        if self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         let _ = self.reporter.flush().await;
         let report = self.supervisor.shutdown(Duration::from_secs(40)).await;
         close_all(&self.adapters).await;
         self.raft.shutdown().await;
-        drop(self.temp);
+        drop(self.temp.lock().expect("temp dir lock").take());
         report.map(|_| ())
     }
 }

@@ -612,7 +612,8 @@ impl Run {
             ],
         )
         .await;
-        let dispatcher = tokio::spawn(self.clone().follow_injections(injections));
+        // Helpers end with the run, even when the run itself is dropped (a crash).
+        let _dispatcher = AbortOnDrop(tokio::spawn(self.clone().follow_injections(injections)));
 
         let mut before_failed = None;
         if !self.prober.is_empty() && self.resumed.ended.is_empty() {
@@ -635,14 +636,14 @@ impl Run {
         }
 
         let probes_done = tokio_util::sync::CancellationToken::new();
-        let probing = (!self.prober.is_empty() && self.control.stopped().is_none())
-            .then(|| tokio::spawn(self.clone().probe_loop(probes_done.clone())));
+        let mut probing = (!self.prober.is_empty() && self.control.stopped().is_none())
+            .then(|| AbortOnDrop(tokio::spawn(self.clone().probe_loop(probes_done.clone()))));
 
         let failed_step = self.schedule().await;
 
         probes_done.cancel();
-        if let Some(p) = probing {
-            let _ = p.await;
+        if let Some(p) = probing.as_mut() {
+            let _ = (&mut p.0).await;
         }
 
         // A rollback reverts what the completed steps did, newest first.
@@ -669,8 +670,6 @@ impl Run {
         }
 
         self.collect_timings().await;
-        dispatcher.abort();
-
         let (state, message) = self.final_state();
         let r = self
             .node
@@ -787,6 +786,7 @@ impl Run {
         let mut running = FuturesUnordered::new();
         let mut failed_step = None;
         let mut control = self.control.state.subscribe();
+        let mut was_paused = control.borrow_and_update().paused;
         loop {
             let stopped = self.control.stopped().is_some();
             if !stopped && !self.control.is_paused() {
@@ -847,9 +847,17 @@ impl Run {
                     }
                 }
                 changed = control.changed() => {
-                    if changed.is_err() { break; }
-                    let paused = control.borrow_and_update().paused;
-                    self.note_pause(paused).await;
+                    if changed.is_err() {
+                        break;
+                    }
+                    let now = control.borrow_and_update().clone();
+                    if now.stop.is_some() {
+                        break;
+                    }
+                    if now.paused != was_paused {
+                        was_paused = now.paused;
+                        self.note_pause(now.paused).await;
+                    }
                 }
             }
         }
@@ -1518,11 +1526,35 @@ impl Run {
                 })
                 .collect()
         };
+        // A fault that was never seen to do harm is not waited for past a grace period
+        // (a few probes after its task ended); one that was is waited for until it
+        // recovers or the recovery timeout passes.
+        let grace = chrono::Duration::from_std(
+            (self.node.config.monitor.probe_interval * 4).max(Duration::from_secs(2)),
+        )
+        .unwrap_or_default();
         let waits = watched.iter().map(|(id, t)| async move {
             let key = watch_key(id);
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if !left.is_zero() {
-                let _ = self.node.fault_watch.wait_recovered(&key, left).await;
+            let ended = {
+                let st = self.state.lock().expect("run state");
+                st.steps[t.step].tasks[t.task].ended_at
+            }
+            .unwrap_or_else(Utc::now);
+            loop {
+                let now = tokio::time::Instant::now();
+                let seen = self.node.fault_watch.timings(&key).await.ok().flatten();
+                let done = match &seen {
+                    None => true,
+                    Some(s) => {
+                        s.recovered_at.is_some()
+                            || s.gave_up
+                            || (s.detected_at.is_none() && Utc::now() > ended + grace)
+                    }
+                };
+                if done || now >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             (*t, self.node.fault_watch.finish(&key).await)
         });
@@ -1534,6 +1566,15 @@ impl Run {
                 task.time_to_recover = timings.time_to_recover();
             }
         }
+    }
+}
+
+/// Aborts a helper task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

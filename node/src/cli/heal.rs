@@ -145,8 +145,8 @@ pub async fn run(args: HealArgs, sources: &ConfigSources, out: Format) -> u8 {
             }
         }
     };
-    if let Ok(n) = Arc::try_unwrap(node) {
-        let _ = n.shutdown().await;
+    if let Err(e) = node.shutdown().await {
+        eprintln!("warning: shutting the node down: {e}");
     }
     code
 }

@@ -64,8 +64,8 @@ pub async fn run(args: PlanArgs, sources: &ConfigSources, out: Format) -> u8 {
             exit::OK
         }
     };
-    if let Ok(n) = Arc::try_unwrap(node) {
-        let _ = n.shutdown().await;
+    if let Err(e) = node.shutdown().await {
+        eprintln!("warning: shutting the node down: {e}");
     }
     code
 }

@@ -130,8 +130,8 @@ pub async fn run(args: ResourcesArgs, sources: &ConfigSources, out: Format) -> u
                 .collect(),
         )
     });
-    if let Ok(n) = Arc::try_unwrap(node) {
-        let _ = n.shutdown().await;
+    if let Err(e) = node.shutdown().await {
+        eprintln!("warning: shutting the node down: {e}");
     }
     code
 }

@@ -135,13 +135,8 @@ async fn once(
 }
 
 async fn shutdown(node: Arc<Node>, code: u8) -> u8 {
-    match Arc::try_unwrap(node) {
-        Ok(n) => {
-            if let Err(e) = n.shutdown().await {
-                eprintln!("warning: shutting the node down: {e}");
-            }
-        }
-        Err(_) => eprintln!("warning: the node is still in use; not shut down cleanly"),
+    if let Err(e) = node.shutdown().await {
+        eprintln!("warning: shutting the node down: {e}");
     }
     code
 }

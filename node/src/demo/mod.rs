@@ -141,13 +141,6 @@ pub async fn run(options: DemoOptions) -> Result<DemoOutcome> {
     let outcome = run_on(&node, &fleet, &options).await;
     // Stop NecroOps first (in run_on), then the node: the adapter stops every service.
     let pids = fleet::service_pids(&node).await;
-    let node = Arc::try_unwrap(node).map_err(|_| {
-        Error::other(
-            ire_core::ErrorClass::Fatal,
-            "the demo node is still in use at the end",
-            None,
-        )
-    })?;
     node.shutdown().await?;
     let leftovers = fleet::still_running(&pids);
     let (report, html, heal, heal_events) = outcome?;
