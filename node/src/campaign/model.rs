@@ -192,8 +192,9 @@ impl fmt::Display for Selector {
     }
 }
 
-/// The blast radius: how many of the matched resources a step acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+/// The blast radius: how many of the matched resources a step acts on. Written `one`,
+/// `all`, `{fixed: N}`, `{fixed-percent: P}` or `{random-max-percent: P}`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// One resource, picked at random.
@@ -208,6 +209,53 @@ pub enum Mode {
     /// A random number of resources between one and P percent of the matched ones, rounded
     /// down (none when P percent is less than one resource).
     RandomMaxPercent(f64),
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Mode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("one, all, {fixed: N}, {fixed-percent: P} or {random-max-percent: P}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Mode, E> {
+                match v {
+                    "one" => Ok(Mode::One),
+                    "all" => Ok(Mode::All),
+                    "fixed" | "fixed-percent" | "random-max-percent" => {
+                        Err(E::custom(format!("{v} needs a value: {{{v}: N}}")))
+                    }
+                    other => Err(E::unknown_variant(
+                        other,
+                        &["one", "all", "fixed", "fixed-percent", "random-max-percent"],
+                    )),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Mode, A::Error> {
+                use serde::de::Error;
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(A::Error::custom("an empty mapping is not a mode"));
+                };
+                let mode = match key.as_str() {
+                    "fixed" => Mode::Fixed(map.next_value()?),
+                    "fixed-percent" => Mode::FixedPercent(map.next_value()?),
+                    "random-max-percent" => Mode::RandomMaxPercent(map.next_value()?),
+                    other => {
+                        return Err(A::Error::unknown_variant(
+                            other,
+                            &["fixed", "fixed-percent", "random-max-percent"],
+                        ))
+                    }
+                };
+                if map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::custom("a mode has exactly one key"));
+                }
+                Ok(mode)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl fmt::Display for Mode {
@@ -408,9 +456,11 @@ impl Command {
     }
 }
 
-/// When the campaign stops early: every active fault is then reverted at once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// When the campaign stops early: every active fault is then reverted at once. Written
+/// as a mapping with one key: `steady-state-fails-for: 30s`, `probe-fails: {probe: api,
+/// for: 10s}` or `failed-tasks-over: 3`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum AbortCondition {
     /// Some steady-state probe has failed without a pass for this long (`0s`: at once).
     SteadyStateFailsFor(Dur),
@@ -418,6 +468,45 @@ pub enum AbortCondition {
     ProbeFails(ProbeFails),
     /// More than this many tasks of the campaign failed.
     FailedTasksOver(u32),
+}
+
+impl<'de> Deserialize<'de> for AbortCondition {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const KINDS: &[&str] = &["steady-state-fails-for", "probe-fails", "failed-tasks-over"];
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AbortCondition;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a mapping with one of steady-state-fails-for, probe-fails, failed-tasks-over",
+                )
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<AbortCondition, A::Error> {
+                use serde::de::Error;
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(A::Error::custom(
+                        "an empty mapping is not an abort condition",
+                    ));
+                };
+                let c = match key.as_str() {
+                    "steady-state-fails-for" => {
+                        AbortCondition::SteadyStateFailsFor(map.next_value()?)
+                    }
+                    "probe-fails" => AbortCondition::ProbeFails(map.next_value()?),
+                    "failed-tasks-over" => AbortCondition::FailedTasksOver(map.next_value()?),
+                    other => return Err(A::Error::unknown_variant(other, KINDS)),
+                };
+                if map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::custom("an abort condition has exactly one key"));
+                }
+                Ok(c)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// `probe-fails: {probe: NAME, for: 10s}`.

@@ -115,25 +115,38 @@ impl Source {
 pub fn parse(source: &Source) -> Result<Campaign, Diagnostic> {
     let de = serde_yaml_ng::Deserializer::from_str(&source.text);
     serde_path_to_error::deserialize::<_, Campaign>(de).map_err(|e| {
+        // A syntax error inside a value has an unknown last segment (`?`).
         let field = e.path().to_string();
+        let field = field
+            .trim_end_matches(".?")
+            .trim_end_matches('?')
+            .to_owned();
         let inner = e.into_inner();
         let loc = inner.location();
         Diagnostic {
             file: source.file.clone(),
             line: loc.as_ref().map(|l| l.line()),
             column: loc.as_ref().map(|l| l.column()),
+            message: clean_message(&inner.to_string(), &field),
             field: if field == "." { String::new() } else { field },
-            message: clean_message(&inner.to_string()),
         }
     })
 }
 
-/// serde_yaml_ng appends " at line L column C" to its messages; the diagnostic has them.
-fn clean_message(m: &str) -> String {
-    match m.rfind(" at line ") {
-        Some(i) => m[..i].to_owned(),
-        None => m.to_owned(),
-    }
+/// serde_yaml_ng puts the path before its messages and " at line L column C" after them;
+/// the diagnostic has both already.
+fn clean_message(m: &str, path: &str) -> String {
+    let m = match m.rfind(" at line ") {
+        Some(i) => &m[..i],
+        None => m,
+    };
+    let m = match m.split_once(": ") {
+        Some((head, rest)) if !head.contains(' ') && (path.starts_with(head) || head == ".") => {
+            rest
+        }
+        _ => m,
+    };
+    m.to_owned()
 }
 
 /// One segment of a field path.
