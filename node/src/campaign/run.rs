@@ -494,6 +494,12 @@ impl Run {
         &self.campaign.steps[i]
     }
 
+    /// True when step `i`'s plugin is a fault (not a healing or checking plugin).
+    fn is_fault(&self, i: usize) -> bool {
+        self.plugin(i)
+            .is_some_and(|p| catalog::is_fault(&p.metadata()))
+    }
+
     fn plugin(&self, i: usize) -> Option<Arc<dyn Plugin>> {
         self.node.registry.get(&self.step(i).plugin).ok()
     }
@@ -939,7 +945,11 @@ impl Run {
             .map(|&c| resources[c].clone())
             .filter(|r| !done_before.contains(&r.key))
             .collect();
-        let guard = self.guard_for(&step.target, &resources).await;
+        // Healing and checking steps take nothing away: only faults are guarded.
+        let guard = match self.is_fault(i) {
+            true => Some(self.guard_for(&step.target, &resources).await),
+            false => None,
+        };
         let task_refs: Vec<TaskRef> = {
             let mut st = self.state.lock().expect("run state");
             let s = &mut st.steps[i];
@@ -1067,7 +1077,11 @@ impl Run {
         let candidates = candidates(&self.node.store, self.health.as_ref(), &resources).await;
         let selection = {
             let mut rng = self.rng.lock().expect("rng");
-            plan::select(target.mode, &target.guard, &candidates, &mut *rng)
+            let guard = match self.is_fault(i) {
+                true => target.guard,
+                false => Default::default(),
+            };
+            plan::select(target.mode, &guard, &candidates, &mut *rng)
         };
         Ok((resources, candidates, selection))
     }
@@ -1103,7 +1117,7 @@ impl Run {
         self: Arc<Self>,
         t: TaskRef,
         resource: Arc<Resource>,
-        guard: Arc<LiveGuard>,
+        guard: Option<Arc<LiveGuard>>,
     ) -> TaskState {
         let step = self.step(t.step).clone();
         let retries = step.retry_count();
@@ -1115,7 +1129,11 @@ impl Run {
                     .await;
                 return TaskState::Canceled;
             }
-            if let Err(why) = guard.admit(&resource).await {
+            let admitted = match &guard {
+                Some(g) => g.admit(&resource).await.map(|_| ()),
+                None => Ok(()),
+            };
+            if let Err(why) = admitted {
                 self.set_task(t, TaskState::Canceled, &format!("held back: {why}"))
                     .await;
                 return TaskState::Canceled;
@@ -1126,10 +1144,12 @@ impl Run {
                 let st = self.state.lock().expect("run state");
                 st.steps[t.step].tasks[t.task].injected_at.is_some()
             };
-            if injected || result.as_ref().is_ok_and(|r| r.is_success()) {
-                guard.release(&resource).await;
-            } else {
-                guard.cancel(&resource).await;
+            if let Some(g) = &guard {
+                if injected || result.as_ref().is_ok_and(|r| r.is_success()) {
+                    g.release(&resource).await;
+                } else {
+                    g.cancel(&resource).await;
+                }
             }
             let stopped = self.control.stopped();
             match result {
@@ -1276,9 +1296,7 @@ impl Run {
     /// Keeps what a result says about the fault (id, token, snapshot), and starts measuring
     /// an action's fault from its end when the engine announced no injection.
     async fn note_result(&self, t: TaskRef, resource: &Arc<Resource>, r: &ExecutionResult) {
-        let is_fault = self
-            .plugin(t.step)
-            .is_some_and(|p| catalog::is_fault(&p.metadata()));
+        let is_fault = self.is_fault(t.step);
         let start_watch = {
             let mut st = self.state.lock().expect("run state");
             let task = &mut st.steps[t.step].tasks[t.task];
@@ -1324,10 +1342,7 @@ impl Run {
             else {
                 continue;
             };
-            if !self
-                .plugin(t.step)
-                .is_some_and(|p| catalog::is_fault(&p.metadata()))
-            {
+            if !self.is_fault(t.step) {
                 continue;
             }
             let resource = {
