@@ -10,4 +10,5 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod interim;
 pub mod wiring;

@@ -1074,7 +1074,14 @@ impl Run {
         let target = &self.campaign.targets[&step.target];
         let resources =
             super::preview::resolve_target(&self.node, &self.campaign, &step.target).await?;
-        let candidates = candidates(&self.node.store, self.health.as_ref(), &resources).await;
+        let mut candidates = candidates(&self.node.store, self.health.as_ref(), &resources).await;
+        if !self.is_fault(i) {
+            // A healing or checking step waits for a busy resource's lease in the engine
+            // (a heal in progress is what it waits for) rather than leaving it out.
+            for c in &mut candidates {
+                c.leased_by = None;
+            }
+        }
         let selection = {
             let mut rng = self.rng.lock().expect("rng");
             let guard = match self.is_fault(i) {

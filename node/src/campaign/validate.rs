@@ -348,17 +348,19 @@ fn find_cycle(c: &Campaign) -> Option<Vec<String>> {
 }
 
 /// A field path inside a plugin's config named by its validation error, when it names one
-/// (`config.latency`, a JSON pointer `/latency`, or `latency`).
+/// (`config of plugin kill field signal`, `config.latency`, a JSON pointer `/latency`).
 fn config_field(e: &Error) -> Option<String> {
     let Error::Invalid { field, .. } = e.root() else {
         return None;
     };
     let f = field.trim();
     let f = f
-        .strip_prefix("config.")
+        .rsplit_once(" field ")
+        .map(|(_, path)| path)
+        .or_else(|| f.strip_prefix("config."))
         .or_else(|| f.strip_prefix('/'))
-        .filter(|r| !r.is_empty())?;
-    Some(f.replace('/', "."))
+        .filter(|r| !r.is_empty() && *r != ".")?;
+    Some(f.trim_start_matches('/').replace('/', "."))
 }
 
 fn message_of(e: &Error) -> String {

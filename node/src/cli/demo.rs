@@ -50,7 +50,34 @@ pub async fn run(args: DemoArgs, sources: &ConfigSources, out: Format) -> u8 {
         Ok(o) => o,
         Err(e) => return super::fail("the demo", e.chain_message()),
     };
-    output::print(out, &outcome.report, || {
+    #[derive(serde::Serialize)]
+    struct Json<'a> {
+        report: &'a crate::campaign::CampaignReport,
+        necroops: &'a crate::apps::necroops::HealSummary,
+        services: Vec<Service<'a>>,
+        leftovers: Vec<Service<'a>>,
+        wall_seconds: f64,
+        html_report: Option<String>,
+    }
+    #[derive(serde::Serialize)]
+    struct Service<'a> {
+        name: &'a str,
+        pid: u32,
+    }
+    fn services(v: &[(u32, String)]) -> Vec<Service<'_>> {
+        v.iter()
+            .map(|(pid, name)| Service { name, pid: *pid })
+            .collect()
+    }
+    let json = Json {
+        report: &outcome.report,
+        necroops: &outcome.heal,
+        services: services(&outcome.services),
+        leftovers: services(&outcome.leftovers),
+        wall_seconds: outcome.wall.as_secs_f64(),
+        html_report: outcome.html.as_ref().map(|p| p.display().to_string()),
+    };
+    output::print(out, &json, || {
         let mut text = outcome.report.table();
         text.push_str(&format!(
             "\nNecroOps: {} unhealthy, {} healed, {} recovered by themselves, {} failed heals",
@@ -67,7 +94,7 @@ pub async fn run(args: DemoArgs, sources: &ConfigSources, out: Format) -> u8 {
     if outcome.leftovers.is_empty() {
         eprintln!(
             "no process left running ({} services stopped); demo took {:.1}s",
-            outcome.stopped,
+            outcome.services.len(),
             outcome.wall.as_secs_f64()
         );
     } else {

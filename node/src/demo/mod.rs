@@ -73,8 +73,8 @@ pub struct DemoOutcome {
     pub heal_events: Vec<HealEvent>,
     /// Demo services still running after the end (must be empty), as (pid, name).
     pub leftovers: Vec<(u32, String)>,
-    /// Services stopped at the end.
-    pub stopped: usize,
+    /// The services' last pids, with their names (all stopped at the end).
+    pub services: Vec<(u32, String)>,
     /// From start to end.
     pub wall: Duration,
 }
@@ -149,7 +149,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoOutcome> {
         html,
         heal,
         heal_events,
-        stopped: pids.len(),
+        services: pids,
         leftovers,
         wall: started.elapsed(),
     })
