@@ -49,7 +49,9 @@ async fn rig(resources: &[(&str, &str)]) -> Rig {
 }
 
 impl Rig {
+    /// Registers a scriptable plugin in place of the catalog's plugin of that name.
     async fn plugin(&self, p: FakePlugin) -> FakePlugin {
+        let _ = self.node.engine.unregister_plugin(&p.metadata().name).await;
         self.node
             .engine
             .register_plugin(Arc::new(p.clone()) as Arc<dyn Plugin>)
