@@ -31,7 +31,12 @@ struct Noop {
 #[async_trait]
 impl Plugin for Noop {
     fn metadata(&self) -> PluginMetadata {
-        PluginMetadata::new(self.name, semver::Version::new(1, 0, 0), "benchmark plugin")
+        PluginMetadata::new(
+            self.name,
+            semver::Version::new(1, 0, 0),
+            "benchmark plugin",
+            ire_core::FaultKind::Action,
+        )
     }
     async fn validate(&self, _: &PluginContext, _: &Resource) -> Result<()> {
         Ok(())

@@ -176,6 +176,7 @@ impl Plugin for Deaf {
             "deaf",
             semver::Version::new(1, 0, 0),
             "ignores cancellation",
+            ire_core::FaultKind::Action,
         )
     }
     async fn validate(&self, _: &PluginContext, _: &Resource) -> Result<()> {

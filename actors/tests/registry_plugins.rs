@@ -118,12 +118,14 @@ async fn registration_validates_metadata_and_dependencies() {
         "Bad Name",
         semver::Version::new(1, 0, 0),
         "x",
+        ire_core::FaultKind::Action,
     ));
     assert!(reg.register(Arc::new(bad_name)).await.is_err());
     let no_desc = FakePlugin::with_metadata(PluginMetadata::new(
         "nodesc",
         semver::Version::new(1, 0, 0),
         " ",
+        ire_core::FaultKind::Action,
     ));
     assert!(reg.register(Arc::new(no_desc)).await.is_err());
     // Missing dependency: not registered.
@@ -260,7 +262,10 @@ async fn out_of_process_plugin_runs_its_lifecycle_through_the_engine() {
         )
         .await
         .unwrap_err();
-    assert!(e.chain_message().contains("unknown field \"pathh\""), "{e}");
+    // Checked with the jsonschema crate against the manifest's schema: the error names the
+    // unknown field.
+    let m = e.chain_message();
+    assert!(m.contains("'pathh' was unexpected"), "{m}");
     assert!(!journal.exists());
 }
 
@@ -293,7 +298,7 @@ async fn a_program_that_breaks_the_protocol_is_a_clear_error() {
     }
     std::fs::write(
         dir.join("plugin.yaml"),
-        "name: noisy\nversion: 1.0.0\ndescription: breaks the protocol\nexecutable: run.sh\n",
+        "name: noisy\nversion: 1.0.0\ndescription: breaks the protocol\nfault-kind: action\nexecutable: run.sh\n",
     )
     .unwrap();
     let reg = DefaultPluginRegistry::new();
@@ -306,7 +311,7 @@ async fn a_program_that_breaks_the_protocol_is_a_clear_error() {
     // And a missing executable is reported with the manifest's path.
     std::fs::write(
         dir.join("plugin.yaml"),
-        "name: noisy\nversion: 1.0.0\ndescription: d\nexecutable: gone.sh\n",
+        "name: noisy\nversion: 1.0.0\ndescription: d\nfault-kind: action\nexecutable: gone.sh\n",
     )
     .unwrap();
     let e = reg.discover(&dir).await.unwrap_err().chain_message();

@@ -174,7 +174,12 @@ const PASSWORD: &str = "correct-horse-battery-staple";
 #[async_trait]
 impl Plugin for Leaky {
     fn metadata(&self) -> PluginMetadata {
-        PluginMetadata::new("leaky", semver::Version::new(1, 0, 0), "leaks secrets")
+        PluginMetadata::new(
+            "leaky",
+            semver::Version::new(1, 0, 0),
+            "leaks secrets",
+            ire_core::FaultKind::Action,
+        )
     }
     async fn validate(&self, _: &PluginContext, _: &Resource) -> Result<()> {
         Ok(())

@@ -48,7 +48,12 @@ impl Recorder {
 #[async_trait]
 impl Plugin for Recorder {
     fn metadata(&self) -> PluginMetadata {
-        PluginMetadata::new("recorder", semver::Version::new(1, 0, 0), "records steps")
+        PluginMetadata::new(
+            "recorder",
+            semver::Version::new(1, 0, 0),
+            "records steps",
+            ire_core::FaultKind::Action,
+        )
     }
     async fn validate(&self, _: &PluginContext, _: &Resource) -> Result<()> {
         Ok(())

@@ -293,7 +293,7 @@ async fn delete_without_force_stops_gracefully_first() {
 async fn pause_freezes_and_resume_thaws() {
     let t = DockerTest::new("dk").await;
     let r = t.spawn("pause", GRACEFUL, &[]).await;
-    let sig = t.adapter.signals().unwrap();
+    let sig = t.adapter.pausing().unwrap();
     sig.pause(r.key.as_str()).await.unwrap();
     assert_eq!(
         t.adapter.get_resource(&r.id).await.unwrap().status.phase,

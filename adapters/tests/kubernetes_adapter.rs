@@ -654,8 +654,12 @@ async fn signals_run_kill_in_the_pod_and_sigkill_deletes_it_at_once() {
         "the controller replaced the killed pod"
     );
 
-    let e = signals.pause(&key("web-0")).await.unwrap_err();
-    assert!(matches!(e, Error::Unsupported { .. }));
+    // Kubernetes has no pause: the adapter neither lists the capability nor offers it.
+    assert!(h.adapter.pausing().is_none());
+    assert!(!h
+        .adapter
+        .adapter_info()
+        .has_capability(ire_core::adapter::capability::PAUSE));
 }
 
 #[tokio::test]

@@ -283,6 +283,7 @@ async fn any_signal_is_delivered_and_pause_resume_freeze_the_process() {
     assert!(matches!(e.root(), Error::Conflict { .. }), "{e}");
 
     let pid = a.get_resource("sleeper").await.unwrap().id;
+    let sig = a.pausing().unwrap();
     sig.pause("proc/sleeper").await.unwrap();
     assert_eq!(
         a.get_resource("sleeper").await.unwrap().status.phase,

@@ -31,8 +31,10 @@ pub mod capability {
     pub const WATCH: &str = "watch";
     /// Metrics can be read.
     pub const METRICS: &str = "metrics";
-    /// Any signal can be sent, and workloads paused and resumed ([`super::SignalControl`]).
+    /// Any signal can be sent to a resource's main process ([`super::SignalControl`]).
     pub const SIGNALS: &str = "signals";
+    /// Resources can be frozen and thawed ([`super::PauseControl`]).
+    pub const PAUSE: &str = "pause";
     /// Network faults can be applied ([`crate::network::NetworkFaults`]).
     pub const NETWORK: &str = "network";
     /// Replica counts can be changed ([`super::Scaling`]).
@@ -43,6 +45,20 @@ pub mod capability {
     pub const STRESS: &str = "stress";
     /// Files can be archived out of and into resources ([`crate::transfer::FileTransfer`]).
     pub const FILE_TRANSFER: &str = "file-transfer";
+
+    /// Every capability named here, for listings and checks.
+    pub const ALL: &[&str] = &[
+        EXEC,
+        WATCH,
+        METRICS,
+        SIGNALS,
+        PAUSE,
+        NETWORK,
+        SCALE,
+        CREATE,
+        STRESS,
+        FILE_TRANSFER,
+    ];
 }
 
 /// A stream of resource events; it ends when the watch ends.
@@ -95,8 +111,12 @@ pub trait EnvironmentAdapter: Send + Sync + 'static {
     /// What this adapter is and can do.
     fn adapter_info(&self) -> AdapterInfo;
 
-    /// Signals, pause and resume, where the environment offers them.
+    /// Signals, where the environment offers them.
     fn signals(&self) -> Option<&dyn SignalControl> {
+        None
+    }
+    /// Pause and resume, where the environment offers them.
+    fn pausing(&self) -> Option<&dyn PauseControl> {
         None
     }
     /// Network faults, where the environment offers them.
@@ -123,6 +143,11 @@ impl dyn EnvironmentAdapter {
         self.signals()
             .ok_or_else(|| Error::unsupported("signals", self.adapter_info().name))
     }
+    /// The pause capability, or an `Unsupported` error naming this adapter.
+    pub fn require_pausing(&self) -> Result<&dyn PauseControl> {
+        self.pausing()
+            .ok_or_else(|| Error::unsupported("pause and resume", self.adapter_info().name))
+    }
     /// The network fault capability, or an `Unsupported` error naming this adapter.
     pub fn require_network_faults(&self) -> Result<&dyn NetworkFaults> {
         self.network_faults()
@@ -147,16 +172,38 @@ impl dyn EnvironmentAdapter {
 
 /// A POSIX signal by name (`SIGKILL`, `SIGTERM`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "SignalRepr", into = "String")]
 pub struct Signal(String);
 
+/// A signal as written in a config: a name or a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SignalRepr {
+    Name(String),
+    Number(i64),
+}
+
+impl TryFrom<SignalRepr> for Signal {
+    type Error = Error;
+    fn try_from(r: SignalRepr) -> Result<Self> {
+        match r {
+            SignalRepr::Name(s) => s.parse(),
+            SignalRepr::Number(n) => n.to_string().parse(),
+        }
+    }
+}
+
 impl Signal {
-    /// The common signals and their Linux numbers.
+    /// The standard Linux signals and their numbers (x86-64, arm64).
     const KNOWN: &'static [(&'static str, i32)] = &[
         ("SIGHUP", 1),
         ("SIGINT", 2),
         ("SIGQUIT", 3),
+        ("SIGILL", 4),
+        ("SIGTRAP", 5),
         ("SIGABRT", 6),
+        ("SIGBUS", 7),
+        ("SIGFPE", 8),
         ("SIGKILL", 9),
         ("SIGUSR1", 10),
         ("SIGSEGV", 11),
@@ -164,10 +211,28 @@ impl Signal {
         ("SIGPIPE", 13),
         ("SIGALRM", 14),
         ("SIGTERM", 15),
+        ("SIGSTKFLT", 16),
+        ("SIGCHLD", 17),
         ("SIGCONT", 18),
         ("SIGSTOP", 19),
         ("SIGTSTP", 20),
+        ("SIGTTIN", 21),
+        ("SIGTTOU", 22),
+        ("SIGURG", 23),
+        ("SIGXCPU", 24),
+        ("SIGXFSZ", 25),
+        ("SIGVTALRM", 26),
+        ("SIGPROF", 27),
+        ("SIGWINCH", 28),
+        ("SIGIO", 29),
+        ("SIGPWR", 30),
+        ("SIGSYS", 31),
     ];
+
+    /// Every signal's canonical name.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        Self::KNOWN.iter().map(|(n, _)| *n)
+    }
 
     /// SIGKILL.
     pub fn kill() -> Self {
@@ -222,6 +287,21 @@ impl std::str::FromStr for Signal {
     }
 }
 
+impl schemars::JsonSchema for Signal {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Signal".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // Names with or without the SIG prefix, in any case, or numbers: checked by the
+        // parse, which names the field; the schema documents the canonical names.
+        schemars::json_schema!({
+            "description": format!("a signal: {} (without SIG, any case, or its number)", Self::names().collect::<Vec<_>>().join(", ")),
+            "type": ["string", "integer"]
+        })
+    }
+}
+
 impl From<Signal> for String {
     fn from(s: Signal) -> String {
         s.0
@@ -234,11 +314,16 @@ impl std::fmt::Display for Signal {
     }
 }
 
-/// Sending signals to workloads, and freezing them.
+/// Sending signals to workloads.
 #[async_trait]
 pub trait SignalControl: Send + Sync {
     /// Sends a signal to the resource's main process.
     async fn send_signal(&self, id: &str, signal: &Signal) -> Result<()>;
+}
+
+/// Freezing workloads and thawing them (the cgroup freezer, SIGSTOP/SIGCONT).
+#[async_trait]
+pub trait PauseControl: Send + Sync {
     /// Freezes the resource.
     async fn pause(&self, id: &str) -> Result<()>;
     /// Unfreezes the resource.

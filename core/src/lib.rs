@@ -23,6 +23,7 @@ pub mod plugin;
 pub mod registry;
 pub mod report;
 pub mod resource;
+pub mod schema;
 pub mod security;
 pub mod selector;
 pub mod stress;
@@ -31,7 +32,9 @@ pub mod transfer;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
-pub use adapter::{EnvironmentAdapter, ResourceEventStream, Scaling, Signal, SignalControl};
+pub use adapter::{
+    EnvironmentAdapter, PauseControl, ResourceEventStream, Scaling, Signal, SignalControl,
+};
 pub use config::{Config, ConfigChange, ConfigChangeStream, ConfigMap, ConfigProvider};
 pub use error::{BoxError, Error, ErrorClass, Result, ResultExt};
 pub use event::{Event, EventBus, EventFilter, EventSource, SharedEvent, Subscription};
@@ -51,8 +54,8 @@ pub use network::{
 };
 pub use page::paginate;
 pub use plugin::{
-    ExecutionResult, ExecutionStatus, Plugin, PluginConfig, PluginContext, PluginDependency,
-    PluginFilter, PluginMetadata, ProgressUpdate, Snapshot,
+    ExecutionResult, ExecutionStatus, FaultKind, Notes, Plugin, PluginConfig, PluginContext,
+    PluginDependency, PluginFilter, PluginMetadata, ProgressUpdate, Snapshot,
 };
 pub use registry::{PluginLoader, PluginRegistry, PluginValidator};
 pub use report::{
@@ -66,6 +69,7 @@ pub use resource::{
     OutputBuffer, Port, Resource, ResourceEvent, ResourceEventType, ResourceKey, ResourceSpec,
     ResourceStatus, Volume, VolumeSource, DEFAULT_EXEC_OUTPUT_LIMIT,
 };
+pub use schema::{check_config, ConfigSchema, TypedConfig};
 pub use security::{
     Action, ActionResult, AuditEntry, AuditLogger, AuthorizationProvider, Secret, SecretProvider,
 };

@@ -22,18 +22,49 @@ use crate::report::Reporter;
 use crate::resource::{Labels, Metadata, Resource, ResourceKey};
 use crate::security::{AuthorizationProvider, SecretProvider};
 
-/// Capabilities a plugin can require (adapters list theirs in [`crate::AdapterInfo`]).
+/// Capabilities a plugin can require: the adapter capabilities
+/// ([`crate::adapter::capability`], checked against [`crate::AdapterInfo::capabilities`]
+/// before anything runs) and [`requirement::ADMIN`], a requirement on the principal.
 pub mod requirement {
-    /// Needs exec inside resources.
-    pub const EXEC: &str = "exec";
-    /// Needs network manipulation.
-    pub const NETWORK: &str = "network";
-    /// Needs admin privileges (principal with the admin role).
+    pub use crate::adapter::capability::*;
+    /// Needs admin privileges (principal with the admin role), not an adapter capability.
     pub const ADMIN: &str = "admin";
-    /// Needs signals, pause and resume.
-    pub const SIGNALS: &str = "signals";
-    /// Needs scaling.
-    pub const SCALE: &str = "scale";
+
+    /// True when the requirement is asked of the adapter (every one but [`ADMIN`]).
+    pub fn is_adapter_capability(requirement: &str) -> bool {
+        requirement != ADMIN
+    }
+}
+
+/// Whether what a plugin does stays after Execute.
+///
+/// An **action** (kill, restart, delete) leaves nothing to revert: its ledger entry is
+/// closed when it ends. A **sustained** fault (pause, network fault, stress, scale) is
+/// active until reverted: its ledger entry holds everything the revert needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    /// Nothing stays to revert.
+    Action,
+    /// Active until reverted.
+    #[default]
+    Sustained,
+}
+
+impl FaultKind {
+    /// `action` or `sustained`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Action => "action",
+            FaultKind::Sustained => "sustained",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A dependency on another plugin, with a semver constraint.
@@ -59,6 +90,8 @@ pub struct PluginMetadata {
     /// Who wrote it.
     #[serde(default)]
     pub author: String,
+    /// Action (nothing stays to revert) or sustained fault (active until reverted).
+    pub fault_kind: FaultKind,
     /// Kinds it works on (empty: every kind).
     #[serde(default)]
     pub supported_kinds: Vec<String>,
@@ -79,11 +112,13 @@ impl PluginMetadata {
         name: impl Into<String>,
         version: semver::Version,
         description: impl Into<String>,
+        fault_kind: FaultKind,
     ) -> Self {
         PluginMetadata {
             name: name.into(),
             version,
             description: description.into(),
+            fault_kind,
             author: String::new(),
             supported_kinds: Vec::new(),
             required_capabilities: Vec::new(),
@@ -125,6 +160,44 @@ impl PluginMetadata {
             ));
         }
         Ok(())
+    }
+
+    /// The adapter capabilities among the requirements ([`requirement::ADMIN`] left out).
+    pub fn adapter_capabilities(&self) -> impl Iterator<Item = &str> {
+        self.required_capabilities
+            .iter()
+            .map(String::as_str)
+            .filter(|c| requirement::is_adapter_capability(c))
+    }
+
+    /// The required adapter capabilities that `info` does not list, or `Unsupported`
+    /// naming them, the plugin and the adapter.
+    pub fn check_capabilities(&self, info: &crate::AdapterInfo) -> Result<()> {
+        let missing: Vec<&str> = self
+            .adapter_capabilities()
+            .filter(|c| !info.has_capability(c))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::unsupported(
+            format!(
+                "plugin {} (it needs the capabilit{} {})",
+                self.name,
+                if missing.len() == 1 { "y" } else { "ies" },
+                missing.join(", ")
+            ),
+            format!(
+                "adapter {} ({}; it offers {})",
+                info.name,
+                info.environment,
+                if info.capabilities.is_empty() {
+                    "none".to_owned()
+                } else {
+                    info.capabilities.join(", ")
+                }
+            ),
+        ))
     }
 
     /// True when the plugin works on the kind.
@@ -175,14 +248,19 @@ impl PluginConfig {
         PluginConfig(serde_json::Value::Object(Default::default()))
     }
 
-    /// Parses the config into the plugin's typed config; errors name the field.
+    /// Parses the config into the plugin's typed config; errors name the field (plugins
+    /// with a schema use [`crate::schema::TypedConfig::parse`], which checks it first).
     pub fn parse<T: DeserializeOwned>(&self, plugin: &str) -> Result<T> {
         let value = match &self.0 {
             serde_json::Value::Null => serde_json::Value::Object(Default::default()),
             v => v.clone(),
         };
-        serde_json::from_value(value)
-            .map_err(|e| Error::invalid(format!("config of plugin {plugin}"), e.to_string()))
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            Error::invalid(
+                format!("config of plugin {plugin} field {}", e.path()),
+                e.inner().to_string(),
+            )
+        })
     }
 }
 
@@ -368,6 +446,10 @@ impl ExecutionResult {
 pub struct PluginContext {
     /// The execution's id.
     pub execution_id: String,
+    /// The id of the fault this attempt injects: set before PreExecute, recorded in the
+    /// ledger, and the name by which the plugin owns whatever it leaves in the environment
+    /// (a table `ire_<fault id>`, a helper labelled with it). Empty outside an execution.
+    pub fault_id: String,
     /// How long the whole lifecycle may take.
     pub timeout: Duration,
     /// Canceled when the execution is canceled or times out; plugins stop promptly.
@@ -396,12 +478,45 @@ pub struct PluginContext {
     pub span: tracing::Span,
     /// Labels of the execution (campaign, step, node), copied onto events.
     pub labels: Labels,
+    /// What the plugin noted for the execution's result (see [`PluginContext::note`]).
+    pub notes: Notes,
+}
+
+/// Result metadata a plugin notes while it runs; the engine copies it into the execution's
+/// result and record. Shared by the copies of a context.
+#[derive(Debug, Clone, Default)]
+pub struct Notes(Arc<std::sync::Mutex<Metadata>>);
+
+impl Notes {
+    /// Everything noted so far.
+    pub fn snapshot(&self) -> Metadata {
+        self.0.lock().expect("notes lock").clone()
+    }
+
+    /// Notes `value` under `key` (replacing an earlier note of the key).
+    pub fn insert(&self, key: &str, value: serde_json::Value) {
+        self.0
+            .lock()
+            .expect("notes lock")
+            .insert(key.to_owned(), value);
+    }
+}
+
+/// Keys of notes the engine understands.
+pub mod note {
+    /// Milliseconds from the start of observation to the failure being detected (a healing
+    /// plugin's own measure); the engine puts it in the record's `time_to_detect`.
+    pub const TIME_TO_DETECT_MS: &str = "timeToDetectMs";
+    /// Milliseconds from detection to the resource being healthy again (MTTR); the record's
+    /// `time_to_recover`.
+    pub const TIME_TO_RECOVER_MS: &str = "timeToRecoverMs";
 }
 
 impl std::fmt::Debug for PluginContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginContext")
             .field("execution_id", &self.execution_id)
+            .field("fault_id", &self.fault_id)
             .field("timeout", &self.timeout)
             .field("principal", &self.principal)
             .field("fencing_token", &self.fencing_token)
@@ -415,6 +530,7 @@ impl PluginContext {
     pub fn new(execution_id: impl Into<String>, env: Arc<dyn EnvironmentAdapter>) -> Self {
         PluginContext {
             execution_id: execution_id.into(),
+            fault_id: String::new(),
             timeout: Duration::from_secs(300),
             cancel: CancellationToken::new(),
             config: PluginConfig::empty(),
@@ -429,7 +545,13 @@ impl PluginContext {
             fencing_token: None,
             span: tracing::Span::none(),
             labels: Labels::new(),
+            notes: Notes::default(),
         }
+    }
+
+    /// Notes a value for the execution's result metadata.
+    pub fn note(&self, key: &str, value: impl Into<serde_json::Value>) {
+        self.notes.insert(key, value.into());
     }
 
     /// Sends a progress update; a full or absent channel drops it (progress is advisory).
@@ -481,9 +603,11 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Checks a step's config without touching anything (campaign validation).
-    fn validate_config(&self, _config: &PluginConfig) -> Result<()> {
-        Ok(())
+    /// Checks a step's config without touching anything (campaign validation). The default
+    /// checks it against the metadata's JSON schema; the error names the field.
+    fn validate_config(&self, config: &PluginConfig) -> Result<()> {
+        let md = self.metadata();
+        crate::schema::check_config(&md.name, &md.config_schema, &config.0)
     }
 
     /// Checks that the plugin can act on the resource now.

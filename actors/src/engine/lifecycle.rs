@@ -51,6 +51,13 @@ pub mod meta {
     pub const STRATEGY: &str = "strategy";
 }
 
+/// The id of the fault an execution's attempt injects: known before PreExecute, so that the
+/// plugin names what it leaves in the environment by it and its snapshot (written to the
+/// ledger before Execute) holds those names.
+pub fn fault_id(execution_id: &str, attempt: u32) -> String {
+    format!("{execution_id}-{attempt}")
+}
+
 /// Everything one execution's attempts share.
 ///
 /// It lives as long as the execution runs (10,000 may be in flight), so it holds what
@@ -228,6 +235,7 @@ impl Execution {
         let copy = (n > 1).then(|| {
             let mut ctx = self.base.clone();
             ctx.cancel = self.cancel.child_token();
+            ctx.fault_id = fault_id(self.id(), n);
             Box::new(ctx)
         });
         let ctx = copy.as_deref().unwrap_or(&self.base);
@@ -235,7 +243,7 @@ impl Execution {
             stage: "validate",
             ..Default::default()
         });
-        let outcome = self.main_or_stop(ctx, &track, n).await;
+        let outcome = self.main_or_stop(ctx, &track).await;
         drop(copy);
         // Boxed: it runs once, at the end, and inline it would enlarge the attempt's future
         // for as long as the main phase runs.
@@ -246,9 +254,9 @@ impl Execution {
     /// Runs the main phase until it ends or is stopped from outside (timeout, cancel, lost
     /// lease); a stopped hook gets the grace period to return, then is abandoned (never
     /// polled again).
-    async fn main_or_stop(&self, ctx: &PluginContext, track: &Mutex<Track>, n: u32) -> Result<()> {
+    async fn main_or_stop(&self, ctx: &PluginContext, track: &Mutex<Track>) -> Result<()> {
         let limit = self.base.timeout + self.fault_duration.unwrap_or_default();
-        let main = self.main_phase(ctx, track, n);
+        let main = self.main_phase(ctx, track);
         tokio::pin!(main);
         let lost = async {
             match &self.lease_lost {
@@ -374,6 +382,10 @@ impl Execution {
                 notes.insert(meta::CLEANUP_ERROR.into(), msg.into());
             }
         }
+        // What the plugin noted goes into the result (the engine's own notes win).
+        for (k, v) in after.notes.snapshot() {
+            notes.entry(k).or_insert(v);
+        }
         let outcome = outcome.map(|()| self.result(ExecutionStatus::Success, start, n, &notes));
         *self.notes.lock().expect("notes lock") = notes;
         outcome
@@ -450,12 +462,7 @@ impl Execution {
         r
     }
 
-    async fn main_phase(
-        &self,
-        ctx: &PluginContext,
-        track: &Mutex<Track>,
-        attempt: u32,
-    ) -> Result<()> {
+    async fn main_phase(&self, ctx: &PluginContext, track: &Mutex<Track>) -> Result<()> {
         let set = |f: &dyn Fn(&mut Track)| f(&mut track.lock().expect("track lock"));
         let what = |hook: &str| {
             format!(
@@ -494,7 +501,7 @@ impl Execution {
             has_snapshot,
             self.plugin.supports_rollback(),
         ) {
-            let id = format!("{}-{attempt}", self.id());
+            let id = ctx.fault_id.clone();
             let entry = FaultEntry {
                 id: id.clone(),
                 execution_id: self.id().to_owned(),

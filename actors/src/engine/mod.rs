@@ -36,9 +36,10 @@ use ire_core::security::verb;
 use ire_core::{
     Action, ActionResult, AuditEntry, AuditLogger, AuthorizationProvider, EnvironmentAdapter,
     Error, ErrorClass, Event, EventBus, ExecutionEngine, ExecutionHandle, ExecutionRecord,
-    ExecutionRequest, ExecutionResult, ExecutionStatus, ExecutionStrategy, FaultLedger, Metadata,
-    Monitor, Plugin, PluginContext, PluginFilter, PluginMetadata, PluginRegistry, ProgressUpdate,
-    Reporter, Resource, Result, ResultSender, SecretProvider, Snapshot, Workflow, WorkflowResult,
+    ExecutionRequest, ExecutionResult, ExecutionStatus, ExecutionStrategy, FaultKind, FaultLedger,
+    Metadata, Monitor, Plugin, PluginContext, PluginFilter, PluginMetadata, PluginRegistry,
+    ProgressUpdate, Reporter, Resource, Result, ResultSender, SecretProvider, Snapshot, Workflow,
+    WorkflowResult,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message, SpawnErr};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -421,6 +422,8 @@ fn new_execution(
         (c.default_timeout, c.hook_grace, c.cleanup_timeout)
     };
     let mut ctx = PluginContext::new(request.execution_id.clone(), env);
+    // The first attempt's fault id (see `lifecycle::fault_id`).
+    ctx.fault_id = lifecycle::fault_id(&request.execution_id, 1);
     ctx.timeout = request.timeout.unwrap_or(default_timeout);
     // The first attempt's token (see `Execution::base`).
     ctx.cancel = run.cancel.child_token();
@@ -1104,37 +1107,28 @@ impl Engine {
         // Authorization comes before anything else, the plugin lookup included.
         self.authorize(&request.principal, &action, Some(&request.resource))
             .await?;
+        let is_revert = revert.is_some();
         let (plugin, revert) = match revert {
             Some((p, revert)) => (p, Some(revert)),
             None => (self.core.deps.registry.get(&request.plugin_name)?, None),
         };
         // The metadata is read at once and not kept: this future is the caller's while the
-        // actor admits the job. The kind check is pure; it is reported after authorization.
-        let (admin, wrong_kind, name) = {
+        // actor admits the job. The checks are pure; they are reported after authorization.
+        let (admin, wrong, name) = {
             let md = plugin.metadata();
             let admin = md
                 .required_capabilities
                 .iter()
                 .any(|c| c == ire_core::plugin::requirement::ADMIN)
                 .then(|| Action::new("admin", md.name.clone()));
-            let wrong_kind = (!md.supports_kind(&request.resource.kind)).then(|| {
-                Error::invalid(
-                    format!("execution of plugin {}", md.name),
-                    format!(
-                        "resource {} is a {:?}, which the plugin does not support ({})",
-                        request.resource.key,
-                        request.resource.kind,
-                        md.supported_kinds.join(", ")
-                    ),
-                )
-            });
-            (admin, wrong_kind, md.name)
+            let wrong = self.check_fit(&md, &request, is_revert);
+            (admin, wrong, md.name)
         };
         if let Some(admin) = admin {
             self.authorize(&request.principal, &admin, Some(&request.resource))
                 .await?;
         }
-        let rejection = wrong_kind.or_else(|| {
+        let rejection = wrong.err().or_else(|| {
             plugin
                 .validate_config(&request.config)
                 .err()
@@ -1158,6 +1152,48 @@ impl Engine {
             plugin,
             revert,
         })
+    }
+
+    /// Whether the plugin fits the request before anything runs: the resource's kind, the
+    /// adapter's capabilities, and a duration for a sustained fault (not for its revert).
+    fn check_fit(
+        &self,
+        md: &PluginMetadata,
+        request: &ExecutionRequest,
+        is_revert: bool,
+    ) -> Result<()> {
+        let what = || format!("execution of plugin {}", md.name);
+        if !md.supports_kind(&request.resource.kind) {
+            return Err(Error::invalid(
+                what(),
+                format!(
+                    "resource {} is a {:?}, which the plugin does not support ({})",
+                    request.resource.key,
+                    request.resource.kind,
+                    md.supported_kinds.join(", ")
+                ),
+            ));
+        }
+        let adapter = request.resource.key.adapter();
+        let env = self.core.deps.adapters.get(adapter).ok_or_else(|| {
+            Error::not_found("adapter", adapter)
+                .context(format!("resolving the adapter of {}", request.resource.key))
+        })?;
+        md.check_capabilities(&env.adapter_info())
+            .map_err(|e| e.context(format!("{} on {}", what(), request.resource.key)))?;
+        if md.fault_kind == FaultKind::Sustained
+            && !is_revert
+            && !request.labels.contains_key(DURATION_LABEL)
+        {
+            return Err(Error::invalid(
+                format!("label {DURATION_LABEL} of {}", what()),
+                format!(
+                    "plugin {} is a sustained fault (active until reverted): the request must say how long it lasts",
+                    md.name
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Restores a completed step's snapshot (a workflow's rollback), through the same

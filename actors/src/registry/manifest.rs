@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ire_core::{Error, PluginDependency, PluginMetadata, Result};
+use ire_core::{Error, FaultKind, PluginDependency, PluginMetadata, Result};
 use serde::Deserialize;
 
 /// The file name a plugin directory holds its manifest under.
@@ -27,6 +27,9 @@ pub struct PluginManifest {
     /// Who wrote it.
     #[serde(default)]
     pub author: String,
+    /// `action` (nothing stays to revert) or `sustained` (active until its rollback hook
+    /// reverts it); required: a plugin must say which it is.
+    pub fault_kind: FaultKind,
     /// Resource kinds it works on (empty: every kind).
     #[serde(default)]
     pub kinds: Vec<String>,
@@ -80,6 +83,19 @@ impl PluginManifest {
         m.metadata()
             .validate()
             .map_err(|e| e.context(format!("plugin manifest {}", origin.display())))?;
+        // A schema that is not JSON schema is refused here, not at the first campaign.
+        ire_core::ConfigSchema::compile(&m.name, &m.config_schema).map_err(|e| {
+            e.context(format!(
+                "plugin manifest {} config-schema",
+                origin.display()
+            ))
+        })?;
+        if m.fault_kind == FaultKind::Sustained && !m.rollback {
+            return Err(Error::invalid(
+                format!("plugin manifest {} rollback", origin.display()),
+                "a sustained fault must implement the rollback hook (rollback: true): it is how the fault is reverted",
+            ));
+        }
         if m.executable.as_os_str().is_empty() {
             return Err(Error::invalid(
                 format!("plugin manifest {} executable", origin.display()),
@@ -107,6 +123,7 @@ impl PluginManifest {
             version: self.version.clone(),
             description: self.description.clone(),
             author: self.author.clone(),
+            fault_kind: self.fault_kind,
             supported_kinds: self.kinds.clone(),
             required_capabilities: self.capabilities.clone(),
             dependencies: self
@@ -138,7 +155,7 @@ mod tests {
     #[test]
     fn manifest_maps_to_metadata() {
         let m = PluginManifest::parse(
-            "name: marker\nversion: 1.2.3\ndescription: d\nkinds: [container]\n\
+            "name: marker\nversion: 1.2.3\ndescription: d\nfault-kind: action\nkinds: [container]\n\
              capabilities: [exec]\ndependencies: {base: \"^1\"}\nexecutable: ./p.sh\n\
              hook-timeout: 5s\n",
             Path::new("p/plugin.yaml"),
@@ -153,13 +170,13 @@ mod tests {
     #[test]
     fn unknown_field_is_an_error_with_file_and_line() {
         let e = PluginManifest::parse(
-            "name: marker\nversion: 1.0.0\ndescription: d\nexecutabel: x\n",
+            "name: marker\nversion: 1.0.0\ndescription: d\nfault-kind: action\nexecutabel: x\n",
             Path::new("p/plugin.yaml"),
         )
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("p/plugin.yaml line 4") && e.contains("executabel"),
+            e.contains("p/plugin.yaml line 5") && e.contains("executabel"),
             "{e}"
         );
     }

@@ -6,7 +6,7 @@ mod manifest;
 mod process;
 
 pub use manifest::{manifest_path, PluginManifest, MANIFEST_FILE};
-pub use process::{check_schema, ProcessPlugin, ProcessPluginLoader};
+pub use process::{ProcessPlugin, ProcessPluginLoader};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -409,6 +409,8 @@ impl PluginRegistry for DefaultPluginRegistry {
                 ));
             }
         }
+        // The config schema must be JSON schema, so that every step config can be checked.
+        ire_core::ConfigSchema::compile(&md.name, &md.config_schema)?;
         for v in self.validators.read().expect("registry lock").iter() {
             v.validate(plugin)
                 .map_err(|e| e.context(format!("validating plugin {}", md.name)))?;

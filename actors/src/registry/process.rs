@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ire_core::{
-    Error, ErrorClass, ExecutionResult, Plugin, PluginConfig, PluginContext, PluginLoader,
-    PluginMetadata, Resource, Result, Snapshot,
+    ConfigSchema, Error, ErrorClass, ExecutionResult, Plugin, PluginConfig, PluginContext,
+    PluginLoader, PluginMetadata, Resource, Result, Snapshot,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -42,6 +42,8 @@ impl PluginLoader for ProcessPluginLoader {
 #[derive(Debug, Clone)]
 pub struct ProcessPlugin {
     manifest: PluginManifest,
+    /// The manifest's config schema, compiled once.
+    schema: Arc<ConfigSchema>,
     metadata: PluginMetadata,
     program: PathBuf,
     dir: PathBuf,
@@ -84,7 +86,9 @@ impl ProcessPlugin {
                 format!("{}: {m}", program.display()),
             )
         })?;
+        let schema = ConfigSchema::compile(&manifest.name, &manifest.config_schema)?;
         Ok(ProcessPlugin {
+            schema: Arc::new(schema),
             metadata: manifest.metadata(),
             manifest,
             program,
@@ -279,7 +283,7 @@ impl Plugin for ProcessPlugin {
     }
 
     fn validate_config(&self, config: &PluginConfig) -> Result<()> {
-        check_schema(&self.metadata.name, &self.metadata.config_schema, &config.0)
+        self.schema.check(&self.metadata.name, &config.0)
     }
 
     async fn initialize(&self, config: &PluginConfig) -> Result<()> {
@@ -373,81 +377,4 @@ impl ProcessPlugin {
     pub fn hook_timeout(&self) -> Duration {
         self.manifest.hook_timeout
     }
-}
-
-/// Checks a step config against the manifest's schema: the subset of JSON schema a plugin's
-/// config needs (object properties, required, additionalProperties, type, enum), so that a
-/// typo in a campaign is caught at validation, before anything runs.
-pub fn check_schema(
-    plugin: &str,
-    schema: &serde_json::Value,
-    config: &serde_json::Value,
-) -> Result<()> {
-    fn type_ok(t: &str, v: &serde_json::Value) -> bool {
-        match t {
-            "string" => v.is_string(),
-            "number" => v.is_number(),
-            "integer" => v.is_i64() || v.is_u64(),
-            "boolean" => v.is_boolean(),
-            "object" => v.is_object(),
-            "array" => v.is_array(),
-            "null" => v.is_null(),
-            _ => true,
-        }
-    }
-    fn check(
-        plugin: &str,
-        at: &str,
-        schema: &serde_json::Value,
-        v: &serde_json::Value,
-    ) -> Result<()> {
-        let field = || format!("config of plugin {plugin} at {at}");
-        let Some(s) = schema.as_object() else {
-            return Ok(());
-        };
-        if let Some(t) = s.get("type").and_then(|t| t.as_str()) {
-            if !type_ok(t, v) {
-                return Err(Error::invalid(field(), format!("expected {t}, found {v}")));
-            }
-        }
-        if let Some(e) = s.get("enum").and_then(|e| e.as_array()) {
-            if !e.contains(v) {
-                return Err(Error::invalid(
-                    field(),
-                    format!("{v} is not one of {}", serde_json::Value::Array(e.clone())),
-                ));
-            }
-        }
-        if let Some(obj) = v.as_object() {
-            let props = s.get("properties").and_then(|p| p.as_object());
-            if let Some(req) = s.get("required").and_then(|r| r.as_array()) {
-                for r in req.iter().filter_map(|r| r.as_str()) {
-                    if !obj.contains_key(r) {
-                        return Err(Error::invalid(
-                            field(),
-                            format!("missing required field {r:?}"),
-                        ));
-                    }
-                }
-            }
-            let closed = s.get("additionalProperties") == Some(&serde_json::Value::Bool(false))
-                || (props.is_some() && s.get("additionalProperties").is_none());
-            for (k, val) in obj {
-                match props.and_then(|p| p.get(k)) {
-                    Some(sub) => check(plugin, &format!("{at}.{k}"), sub, val)?,
-                    None if closed => {
-                        return Err(Error::invalid(field(), format!("unknown field {k:?}")));
-                    }
-                    None => {}
-                }
-            }
-        }
-        Ok(())
-    }
-    let config = if config.is_null() {
-        serde_json::json!({})
-    } else {
-        config.clone()
-    };
-    check(plugin, "$", schema, &config)
 }

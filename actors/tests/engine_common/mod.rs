@@ -148,6 +148,7 @@ impl Plugin for Probe {
             &self.name,
             semver::Version::new(1, 0, 0),
             "concurrency probe",
+            ire_core::FaultKind::Action,
         )
     }
     async fn validate(&self, _: &PluginContext, _: &Resource) -> Result<()> {

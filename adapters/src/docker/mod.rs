@@ -30,7 +30,8 @@ use futures::StreamExt;
 use ire_core::adapter::capability;
 use ire_core::{
     AdapterConfig, AdapterInfo, Cidr, DeleteOptions, EnvironmentAdapter, Error, ErrorClass,
-    ExecOptions, ExecResult, Metrics, NetworkFault, NetworkFaultHandle, NetworkFaults, Resource,
+    ExecOptions, ExecResult, Metrics, NetworkFault, NetworkFaultHandle, NetworkFaults, PauseControl,
+    Resource,
     ResourceEventStream, ResourceFilter, ResourceSpec, Result, Scaling, Signal, SignalControl,
 };
 use tokio_util::sync::CancellationToken;
@@ -567,6 +568,7 @@ impl EnvironmentAdapter for DockerAdapter {
                 capability::WATCH,
                 capability::METRICS,
                 capability::SIGNALS,
+                capability::PAUSE,
                 capability::NETWORK,
                 capability::SCALE,
                 capability::CREATE,
@@ -577,6 +579,10 @@ impl EnvironmentAdapter for DockerAdapter {
     }
 
     fn signals(&self) -> Option<&dyn SignalControl> {
+        Some(self)
+    }
+
+    fn pausing(&self) -> Option<&dyn PauseControl> {
         Some(self)
     }
 
@@ -606,7 +612,10 @@ impl SignalControl for DockerAdapter {
         })
         .await
     }
+}
 
+#[async_trait]
+impl PauseControl for DockerAdapter {
     async fn pause(&self, id: &str) -> Result<()> {
         crate::telemetry::observed(ENVIRONMENT, &self.name, "pause", async {
             let r = self.resolve(id).await?;

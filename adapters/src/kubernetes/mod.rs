@@ -449,20 +449,6 @@ impl SignalControl for KubernetesAdapter {
         let (kind, ns, name) = inner.resolve(id).await?;
         inner.signal(kind, &ns, &name, signal).await
     }
-
-    async fn pause(&self, id: &str) -> Result<()> {
-        Err(Error::unsupported(
-            format!("pausing {id:?}: SIGSTOP to a pod's PID 1 is ignored inside its PID namespace and Kubernetes has no pause"),
-            self.adapter_info().name,
-        ))
-    }
-
-    async fn resume(&self, id: &str) -> Result<()> {
-        Err(Error::unsupported(
-            format!("resuming {id:?}: pods cannot be paused"),
-            self.adapter_info().name,
-        ))
-    }
 }
 
 #[async_trait]

@@ -23,8 +23,8 @@ use futures::StreamExt;
 use ire_core::adapter::capability;
 use ire_core::{
     AdapterConfig, AdapterInfo, DeleteOptions, EnvironmentAdapter, Error, ExecOptions, ExecResult,
-    Metrics, Resource, ResourceEventStream, ResourceFilter, ResourceSpec, Result, Signal,
-    SignalControl,
+    Metrics, PauseControl, Resource, ResourceEventStream, ResourceFilter, ResourceSpec, Result,
+    Signal, SignalControl,
 };
 use tokio::sync::broadcast;
 
@@ -279,6 +279,7 @@ impl EnvironmentAdapter for ProcessAdapter {
                 capability::WATCH,
                 capability::METRICS,
                 capability::SIGNALS,
+                capability::PAUSE,
                 capability::NETWORK,
                 capability::CREATE,
             ]
@@ -294,6 +295,10 @@ impl EnvironmentAdapter for ProcessAdapter {
     fn network_faults(&self) -> Option<&dyn ire_core::NetworkFaults> {
         Some(self)
     }
+
+    fn pausing(&self) -> Option<&dyn PauseControl> {
+        Some(self)
+    }
 }
 
 #[async_trait]
@@ -305,7 +310,10 @@ impl SignalControl for ProcessAdapter {
         })
         .await
     }
+}
 
+#[async_trait]
+impl PauseControl for ProcessAdapter {
     async fn pause(&self, id: &str) -> Result<()> {
         crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "pause", async {
             let name = self.sup.resolve(id)?;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::plugin::{ExecutionStatus, PluginDependency, PluginMetadata};
+use crate::plugin::{ExecutionStatus, FaultKind, PluginDependency, PluginMetadata};
 use crate::report::ExecutionRecord;
 use crate::resource::{
     phase, HealthCheckConfig, Resource, ResourceKey, ResourceSpec, ResourceStatus,
@@ -109,15 +109,28 @@ pub struct PluginMetadataBuilder {
 }
 
 impl PluginMetadataBuilder {
-    /// Metadata for `name` at version 1.0.0.
+    /// Metadata for `name` at version 1.0.0, an action.
     pub fn new(name: &str) -> Self {
         PluginMetadataBuilder {
             meta: PluginMetadata::new(
                 name,
                 semver::Version::new(1, 0, 0),
                 format!("test plugin {name}"),
+                FaultKind::Action,
             ),
         }
+    }
+
+    /// Makes it a sustained fault (active until reverted).
+    pub fn sustained(mut self) -> Self {
+        self.meta.fault_kind = FaultKind::Sustained;
+        self
+    }
+
+    /// Sets the config schema.
+    pub fn config_schema(mut self, schema: serde_json::Value) -> Self {
+        self.meta.config_schema = schema;
+        self
     }
 
     /// Sets the version.

@@ -11,7 +11,8 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use crate::adapter::{
-    capability, EnvironmentAdapter, ResourceEventStream, Scaling, Signal, SignalControl,
+    capability, EnvironmentAdapter, PauseControl, ResourceEventStream, Scaling, Signal,
+    SignalControl,
 };
 use crate::error::{Error, Result};
 use crate::network::{
@@ -41,6 +42,8 @@ struct State {
     active_faults: BTreeMap<String, NetworkFaultHandle>,
     failures: BTreeMap<String, Error>,
     next_id: u64,
+    /// When set, the only capabilities offered (listed and returned by the accessors).
+    capabilities: Option<Vec<String>>,
 }
 
 /// An in-memory [`EnvironmentAdapter`] offering signals, network faults and scaling.
@@ -92,6 +95,20 @@ impl FakeAdapter {
             &resource,
         );
         resource
+    }
+
+    /// Offers only these capabilities from now on (an adapter without pause, say): they
+    /// are what `adapter_info` lists and which capability accessors return `Some`.
+    pub fn limit_capabilities(&self, capabilities: &[&str]) {
+        self.state.lock().unwrap().capabilities =
+            Some(capabilities.iter().map(|c| (*c).to_owned()).collect());
+    }
+
+    fn offers(&self, capability: &str) -> bool {
+        match &self.state.lock().unwrap().capabilities {
+            Some(c) => c.iter().any(|x| x == capability),
+            None => true,
+        }
     }
 
     /// Every call made so far.
@@ -357,30 +374,28 @@ impl EnvironmentAdapter for FakeAdapter {
             name: self.name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             environment: "fake".into(),
-            capabilities: [
-                capability::EXEC,
-                capability::WATCH,
-                capability::METRICS,
-                capability::SIGNALS,
-                capability::NETWORK,
-                capability::SCALE,
-                capability::CREATE,
-            ]
-            .map(String::from)
-            .to_vec(),
+            capabilities: capability::ALL
+                .iter()
+                .filter(|c| self.offers(c))
+                .map(|c| (*c).to_owned())
+                .collect(),
         }
     }
 
     fn signals(&self) -> Option<&dyn SignalControl> {
-        Some(self)
+        self.offers(capability::SIGNALS).then_some(self as _)
+    }
+
+    fn pausing(&self) -> Option<&dyn PauseControl> {
+        self.offers(capability::PAUSE).then_some(self as _)
     }
 
     fn network_faults(&self) -> Option<&dyn NetworkFaults> {
-        Some(self)
+        self.offers(capability::NETWORK).then_some(self as _)
     }
 
     fn scaling(&self) -> Option<&dyn Scaling> {
-        Some(self)
+        self.offers(capability::SCALE).then_some(self as _)
     }
 }
 
@@ -397,7 +412,10 @@ impl SignalControl for FakeAdapter {
         })
         .map(|_| ())
     }
+}
 
+#[async_trait]
+impl PauseControl for FakeAdapter {
     async fn pause(&self, id: &str) -> Result<()> {
         self.record("pause", id, "")?;
         self.mutate(id, |r| {
