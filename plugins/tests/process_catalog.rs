@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ire_adapters::process::{ProcessAdapter, ProcessConfig, ProcessSpec};
 use ire_core::resource::phase;
-use ire_core::{EnvironmentAdapter, Error, ExecutionStatus, Plugin};
+use ire_core::{Error, ExecutionStatus, Plugin};
 use ire_plugins::grimops::{Delete, Pause, Stop};
 use serde_json::json;
 use support::{assert_restored, Rig};
