@@ -90,6 +90,15 @@ pub trait EnvironmentAdapter: Send + Sync + 'static {
     async fn delete_resource(&self, id: &str, options: &DeleteOptions) -> Result<()>;
     /// Creates a resource from a spec.
     async fn create_resource(&self, spec: &ResourceSpec) -> Result<Resource>;
+    /// Creates a deleted resource again as it was: its name and labels (so the same key, and
+    /// a second call finds it and is refused as a conflict) and its spec. What a revert of
+    /// a deletion calls; adapters that cannot name what they create say `Unsupported`.
+    async fn recreate_resource(&self, resource: &Resource) -> Result<Resource> {
+        Err(Error::unsupported(
+            format!("creating {} again under its name", resource.key),
+            self.adapter_info().name,
+        ))
+    }
     /// Changes a resource's spec.
     async fn update_resource(&self, id: &str, spec: &ResourceSpec) -> Result<Resource>;
 

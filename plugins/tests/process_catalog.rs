@@ -76,6 +76,19 @@ async fn kill_sends_any_signal_and_names_a_bad_config_field() {
             "{e}"
         );
     }
+    // The monitor watched the fault: the record is written again, with the time to detect
+    // and the time to recover, once the process runs again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rig.env.start_resource("proc/b").await.unwrap();
+    let rec = rig
+        .record(&r.execution_id, |r| r.time_to_recover.is_some())
+        .await;
+    let (detect, recover) = (rec.time_to_detect.unwrap(), rec.time_to_recover.unwrap());
+    assert!(
+        recover >= detect + Duration::from_millis(250),
+        "detected {detect:?}, recovered {recover:?}"
+    );
+
     // A stopped process: nothing to kill, said clearly, nothing sent.
     let r = rig.run("kill", "proc/a", json!({}), None).await.unwrap();
     assert_eq!(r.status, ExecutionStatus::Failed);
@@ -194,7 +207,7 @@ async fn restart_gives_a_new_process() {
 }
 
 #[tokio::test]
-async fn delete_then_its_rollback_creates_it_again_from_its_spec() {
+async fn delete_then_its_rollback_creates_it_again_under_its_key_once() {
     let mut spec = sh("d", GRACEFUL);
     spec.env.insert("MARK".into(), "1".into());
     let rig = rig(vec![spec]).await;
@@ -205,15 +218,20 @@ async fn delete_then_its_rollback_creates_it_again_from_its_spec() {
     let snap = delete.pre_execute(&ctx, &before).await.unwrap().unwrap();
     delete.execute(&ctx, &before).await.unwrap();
     assert!(rig.env.get_resource("proc/d").await.is_err(), "deleted");
+    let snap = ire_core::Snapshot::from_bytes(&snap.to_bytes().unwrap()).unwrap();
     delete.rollback(&ctx, &before, &snap).await.unwrap();
+    let after = rig.env.get_resource("proc/d").await.unwrap();
+    assert_restored(&before, &after);
+    assert!(after.is_running());
+    // A second revert finds it back and creates nothing.
+    delete.rollback(&ctx, &before, &snap).await.unwrap();
+    assert_eq!(rig.env.get_resource("proc/d").await.unwrap().id, after.id);
     let all = rig
         .env
         .list_resources(&ire_core::ResourceFilter::everything())
         .await
         .unwrap();
-    let created: Vec<_> = all.iter().filter(|r| r.spec == before.spec).collect();
-    assert_eq!(created.len(), 1, "created once from the same spec: {all:?}");
-    assert!(created[0].is_running());
+    assert_eq!(all.len(), 1, "{all:?}");
 }
 
 #[tokio::test]

@@ -80,6 +80,7 @@ pub(crate) struct Execution {
     pub fault_duration: Option<Duration>,
     pub node: Arc<str>,
     pub ledger: Option<Arc<dyn FaultLedger>>,
+    pub fault_watch: Option<crate::monitor::FaultWatch>,
     pub bus: Option<Arc<dyn EventBus>>,
     pub redactor: SecretRedactor,
     pub attempts: AtomicU32,
@@ -462,6 +463,17 @@ impl Execution {
         r
     }
 
+    /// Asks the monitor to watch the fault injected at `at`, for its time to detect and to
+    /// recover (keyed by the execution: a retry's injection replaces its watch).
+    fn watch(&self, at: chrono::DateTime<Utc>) {
+        if let Some(fw) = &self.fault_watch {
+            if let Err(e) = fw.fault_injected(self.id(), &self.resource, at) {
+                tracing::warn!(component = "engine", execution_id = %self.id(), error = %e,
+                    "fault not watched: its record will have no time to detect or recover");
+            }
+        }
+    }
+
     async fn main_phase(&self, ctx: &PluginContext, track: &Mutex<Track>) -> Result<()> {
         let set = |f: &dyn Fn(&mut Track)| f(&mut track.lock().expect("track lock"));
         let what = |hook: &str| {
@@ -535,8 +547,9 @@ impl Execution {
             t.execute_called = true;
             t.stage = "execute";
         });
+        let injected_at = Utc::now();
         match self.plugin.execute(ctx, &self.resource).await {
-            Ok(()) => {}
+            Ok(()) => self.watch(injected_at),
             Err(e) if e.is_ignorable() => {
                 tracing::debug!(component = "engine", execution_id = %self.id(), error = %e, "execute: nothing to do");
             }

@@ -17,6 +17,7 @@ mod plugin_metrics;
 mod pool;
 pub mod strategy;
 mod table;
+mod timings;
 
 pub use lifecycle::meta;
 pub use pool::WorkerPool;
@@ -49,6 +50,7 @@ use tracing::Instrument;
 
 use crate::lock::LockManager;
 use crate::metric_names;
+use crate::monitor::FaultWatch;
 use crate::security::{RecordingSecretProvider, RedactingEventBus, SecretRedactor};
 use crate::supervisor::{ActorSlot, ChildSpec, PingFn, SpawnedChild};
 use lifecycle::{Execution, LifecycleAttempt};
@@ -84,6 +86,9 @@ pub struct EngineConfig {
     pub retained_results: usize,
     /// How long a stopping engine waits for its executions to roll back and clean up.
     pub shutdown_timeout: Duration,
+    /// How long after an execution ends the monitor keeps watching its fault for the
+    /// resource to recover; the record is written again with the time to recover.
+    pub recovery_wait: Duration,
 }
 
 impl Default for EngineConfig {
@@ -98,6 +103,7 @@ impl Default for EngineConfig {
             lock_wait: Duration::from_secs(60),
             retained_results: 10_000,
             shutdown_timeout: Duration::from_secs(30),
+            recovery_wait: Duration::from_secs(300),
         }
     }
 }
@@ -147,6 +153,9 @@ pub struct EngineDeps {
     pub locks: Option<LockManager>,
     /// Where faults are recorded before they are injected (needs `locks`).
     pub ledger: Option<Arc<dyn FaultLedger>>,
+    /// The monitor actor's handle: every injected fault is watched, so that its record
+    /// carries the time to detect and the time to recover.
+    pub fault_watch: Option<FaultWatch>,
 }
 
 impl EngineDeps {
@@ -167,6 +176,7 @@ impl EngineDeps {
             monitor: None,
             locks: None,
             ledger: None,
+            fault_watch: None,
         }
     }
 }
@@ -455,6 +465,7 @@ fn new_execution(
         fault_duration,
         node: core.node.clone(),
         ledger: lease.and(core.deps.ledger.clone()),
+        fault_watch: core.deps.fault_watch.clone(),
         bus: core.deps.event_bus.clone(),
         redactor: run.redactor.clone(),
         attempts: AtomicU32::new(0),
@@ -735,7 +746,7 @@ async fn finish(
     }
 
     if let Some(reporter) = &core.deps.reporter {
-        let record = ExecutionRecord {
+        let mut record = ExecutionRecord {
             id: id.clone(),
             plugin_name: request.plugin_name.clone(),
             resource_id: request.resource.id.clone(),
@@ -759,8 +770,12 @@ async fn finish(
             time_to_detect: None,
             time_to_recover: None,
         };
-        if let Err(e) = reporter.record_execution(record).await {
+        let pending = Box::pin(timings::apply(core, &mut record)).await;
+        if let Err(e) = reporter.record_execution(record.clone()).await {
             tracing::error!(error = %e, "execution record not written");
+        }
+        if pending {
+            timings::follow_up(core, reporter.clone(), record);
         }
     }
     if let Some(bus) = &core.deps.event_bus {

@@ -16,7 +16,7 @@ mod recreate;
 mod scaling;
 mod stats;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -446,38 +446,18 @@ impl EnvironmentAdapter for DockerAdapter {
             let name = self.new_container_name();
             let mut labels = self.config.labels.clone();
             labels.insert(MANAGED_BY_LABEL.to_owned(), self.name.clone());
-            let body = recreate::create_body(spec, labels)?;
-            let docker = self.docker()?;
-            let created = docker
-                .create_container(
-                    Some(bollard::query_parameters::CreateContainerOptions {
-                        name: Some(name.clone()),
-                        platform: String::new(),
-                    }),
-                    body,
-                )
+            self.create_named(&name, spec, labels).await
+        })
+        .await
+    }
+
+    async fn recreate_resource(&self, resource: &Resource) -> Result<Resource> {
+        crate::telemetry::observed(ENVIRONMENT, &self.name, "recreate_resource", async {
+            // The same name and labels give the same key (compose's labels included); a
+            // container of that name already there is a conflict, not a second copy.
+            let labels = resource.labels.clone().into_iter().collect();
+            self.create_named(&resource.name, &resource.spec, labels)
                 .await
-                .map_err(|e| match from_bollard(e, "image", &spec.image) {
-                    Error::NotFound { .. } => Error::not_found(
-                        "image (the docker adapter does not pull: load or build it first)",
-                        spec.image.clone(),
-                    ),
-                    other => other,
-                })?;
-            if let Err(e) = docker.start_container(&created.id, None).await {
-                // Leave nothing half-made behind.
-                let _ = docker
-                    .remove_container(
-                        &created.id,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
-                return Err(from_bollard(e, "resource", &name));
-            }
-            self.get_resource(&created.id).await
         })
         .await
     }
@@ -592,6 +572,50 @@ impl EnvironmentAdapter for DockerAdapter {
 
     fn scaling(&self) -> Option<&dyn Scaling> {
         Some(self)
+    }
+}
+
+impl DockerAdapter {
+    /// Creates and starts a container named `name` from `spec`, labelled `labels`.
+    async fn create_named(
+        &self,
+        name: &str,
+        spec: &ResourceSpec,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Resource> {
+        let name = name.to_owned();
+        let body = recreate::create_body(spec, labels)?;
+        let docker = self.docker()?;
+        let created = docker
+            .create_container(
+                Some(bollard::query_parameters::CreateContainerOptions {
+                    name: Some(name.clone()),
+                    platform: String::new(),
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| match from_bollard(e, "image", &spec.image) {
+                Error::NotFound { .. } => Error::not_found(
+                    "image (the docker adapter does not pull: load or build it first)",
+                    spec.image.clone(),
+                ),
+                other => other,
+            })?;
+        if let Err(e) = docker.start_container(&created.id, None).await {
+            // Leave nothing half-made behind.
+            let _ = docker
+                .remove_container(
+                    &created.id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            return Err(from_bollard(e, "resource", &name));
+        }
+        self.get_resource(&created.id).await
     }
 }
 

@@ -195,6 +195,29 @@ impl EnvironmentAdapter for ProcessAdapter {
         .await
     }
 
+    async fn recreate_resource(&self, resource: &Resource) -> Result<Resource> {
+        crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "recreate_resource", async {
+            // Under its own name (so its key), with its labels and working directory; a
+            // process of that name still in the fleet is a conflict, not a second copy.
+            let mut p = self.sup.spec_from_resource_spec(&resource.spec)?;
+            p.name = resource.name.clone();
+            p.labels = resource.labels.clone();
+            p.working_dir = resource
+                .annotations
+                .get("process.working-dir")
+                .map(std::path::PathBuf::from);
+            p.validate(&format!("process {:?}", resource.name))?;
+            let name = p.name.clone();
+            self.sup.add(p)?;
+            if let Err(e) = self.sup.start(&name) {
+                let _ = self.sup.remove(&name);
+                return Err(e);
+            }
+            self.sup.resource(&name)
+        })
+        .await
+    }
+
     async fn update_resource(&self, id: &str, spec: &ResourceSpec) -> Result<Resource> {
         crate::telemetry::observed(ENVIRONMENT, self.sup.name(), "update_resource", async {
             let name = self.sup.resolve(id)?;

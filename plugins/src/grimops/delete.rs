@@ -42,9 +42,10 @@ pub struct Deleted {
     pub resource: Resource,
 }
 
-/// Deletes the resource: an action. A workflow's rollback creates it again from the spec
-/// it had (image, command, arguments, environment, ports, volumes, health check), where
-/// the adapter lists `create`.
+/// Deletes the resource: an action. A workflow's rollback creates it again as it was (its
+/// name and labels, so its key, and its spec: image, command, arguments, environment,
+/// ports, volumes, health check), where the adapter lists `create` and can name what it
+/// creates (`EnvironmentAdapter::recreate_resource`: docker, process).
 #[derive(Debug, Default)]
 pub struct Delete {
     config: TypedConfig<DeleteConfig>,
@@ -130,12 +131,21 @@ impl Plugin for Delete {
                 format!("adapter {} (it cannot create resources)", info.name),
             ));
         }
-        ctx.env
-            .create_resource(&deleted.resource.spec)
-            .await
-            .map(|created| {
-                tracing::info!(plugin = NAME, resource_id = %resource.key, created = %created.key,
-                    "deleted resource created again from its spec");
-            })
+        match ctx.env.recreate_resource(&deleted.resource).await {
+            Ok(created) => {
+                tracing::info!(plugin = NAME, resource_id = %created.key, "deleted resource created again");
+                Ok(())
+            }
+            // Created meanwhile under its name (a concurrent revert): it is back.
+            Err(e)
+                if matches!(e.root(), Error::Conflict { .. })
+                    && support::current(ctx, snapshot.resource.as_str())
+                        .await?
+                        .is_some() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }

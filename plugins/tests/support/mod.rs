@@ -2,16 +2,19 @@
 //! the adapter under test; helpers to run plugins and compare resources.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ire_actors::engine::{Engine, EngineConfig, EngineDeps, DURATION_LABEL};
-use ire_actors::monitor::{Adapters, HealthMonitor};
+use ire_actors::monitor::{Adapters, FaultWatch, FaultWatchConfig, HealthMonitor, MonitorArgs};
 use ire_actors::registry::DefaultPluginRegistry;
+use ire_core::testsuite::FakeReporter;
 use ire_core::{
-    EnvironmentAdapter, ExecutionEngine, ExecutionRequest, ExecutionResult, Monitor, PluginConfig,
-    PluginContext, Resource, Result,
+    EnvironmentAdapter, ExecutionEngine, ExecutionRecord, ExecutionRequest, ExecutionResult,
+    Monitor, PluginConfig, PluginContext, Reporter, Resource, Result,
 };
 
 /// An engine running the catalog over one adapter, with a health monitor.
@@ -19,6 +22,8 @@ pub struct Rig {
     pub engine: Engine,
     pub env: Arc<dyn EnvironmentAdapter>,
     pub monitor: Arc<HealthMonitor>,
+    pub reporter: FakeReporter,
+    pub fault_watch: FaultWatch,
 }
 
 impl Rig {
@@ -31,8 +36,21 @@ impl Rig {
             Arc::new(HealthMonitor::new(adapters).with_poll_interval(Duration::from_millis(50)));
         let mut map: BTreeMap<String, Arc<dyn EnvironmentAdapter>> = BTreeMap::new();
         map.insert(name.to_owned(), env.clone());
+        let (fault_watch, _) = FaultWatch::spawn(MonitorArgs::new(
+            monitor.clone(),
+            None,
+            FaultWatchConfig {
+                probe_interval: Duration::from_millis(50),
+                give_up_after: Duration::from_secs(60),
+            },
+        ))
+        .await
+        .unwrap();
+        let reporter = FakeReporter::default();
         let mut deps = EngineDeps::new(registry, map);
         deps.monitor = Some(monitor.clone() as Arc<dyn Monitor>);
+        deps.fault_watch = Some(fault_watch.clone());
+        deps.reporter = Some(Arc::new(reporter.clone()) as Arc<dyn Reporter>);
         let engine = Engine::new(
             EngineConfig {
                 hook_grace: Duration::from_millis(500),
@@ -46,6 +64,35 @@ impl Rig {
             engine,
             env,
             monitor,
+            reporter,
+            fault_watch,
+        }
+    }
+
+    /// The latest record of an execution, once `pred` holds for it (10 s at most).
+    pub async fn record(
+        &self,
+        id: &str,
+        pred: impl Fn(&ExecutionRecord) -> bool,
+    ) -> ExecutionRecord {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let last = self
+                .reporter
+                .records()
+                .into_iter()
+                .rev()
+                .find(|r| r.id == id);
+            if let Some(r) = &last {
+                if pred(r) {
+                    return r.clone();
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "record of {id}: {last:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -115,14 +162,16 @@ impl Rig {
 }
 
 /// What a revert must restore: the resource without what only identifies one run of it
-/// (runtime id, pid and start counters in metadata, status message and timestamps).
+/// (runtime id, pid and start counters in metadata, status message, creation time).
 pub fn restorable(r: &Resource) -> serde_json::Value {
+    let mut annotations = r.annotations.clone();
+    annotations.remove("docker.created");
     serde_json::json!({
         "key": r.key,
         "name": r.name,
         "kind": r.kind,
         "labels": r.labels,
-        "annotations": r.annotations,
+        "annotations": annotations,
         "phase": r.status.phase,
         "reason": r.status.reason,
         "conditions": r.status.conditions.iter().map(|c| (c.type_.clone(), c.status.clone())).collect::<Vec<_>>(),
