@@ -30,9 +30,9 @@ use futures::StreamExt;
 use ire_core::adapter::capability;
 use ire_core::{
     AdapterConfig, AdapterInfo, Cidr, DeleteOptions, EnvironmentAdapter, Error, ErrorClass,
-    ExecOptions, ExecResult, Metrics, NetworkFault, NetworkFaultHandle, NetworkFaults, PauseControl,
-    Resource,
-    ResourceEventStream, ResourceFilter, ResourceSpec, Result, Scaling, Signal, SignalControl,
+    ExecOptions, ExecResult, Metrics, NetworkFault, NetworkFaultHandle, NetworkFaults,
+    PauseControl, Resource, ResourceEventStream, ResourceFilter, ResourceSpec, Result, Scaling,
+    Signal, SignalControl,
 };
 use tokio_util::sync::CancellationToken;
 
