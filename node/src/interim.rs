@@ -12,7 +12,12 @@ use ire_core::{
 use serde::Deserialize;
 
 fn meta(name: &str, description: &str, caps: &[&str]) -> PluginMetadata {
-    let mut m = PluginMetadata::new(name, semver::Version::new(0, 1, 0), description);
+    let kind = if matches!(name, "pause" | "scale") {
+        ire_core::FaultKind::Sustained
+    } else {
+        ire_core::FaultKind::Action
+    };
+    let mut m = PluginMetadata::new(name, semver::Version::new(0, 1, 0), description, kind);
     m.required_capabilities = caps.iter().map(|c| (*c).to_owned()).collect();
     m
 }
@@ -77,7 +82,7 @@ struct Pause;
 #[async_trait]
 impl Plugin for Pause {
     fn metadata(&self) -> PluginMetadata {
-        meta("pause", "Freezes the resource until reverted", &["signals"])
+        meta("pause", "Freezes the resource until reverted", &["pause"])
     }
     async fn validate(&self, _: &PluginContext, _: &Resource) -> Result<()> {
         Ok(())
@@ -86,13 +91,13 @@ impl Plugin for Pause {
         Snapshot::new("pause", r, &r.status.phase).map(Some)
     }
     async fn execute(&self, ctx: &PluginContext, r: &Resource) -> Result<()> {
-        ctx.env.require_signals()?.pause(r.key.as_str()).await
+        ctx.env.require_pausing()?.pause(r.key.as_str()).await
     }
     fn supports_rollback(&self) -> bool {
         true
     }
     async fn rollback(&self, ctx: &PluginContext, r: &Resource, _: &Snapshot) -> Result<()> {
-        ctx.env.require_signals()?.resume(r.key.as_str()).await
+        ctx.env.require_pausing()?.resume(r.key.as_str()).await
     }
 }
 
