@@ -108,6 +108,18 @@ impl DbSync {
     }
 }
 
+/// Runs a blocking call (a sync) from async code without stalling a tokio worker: on a
+/// multi-threaded runtime the worker hands its other tasks over while it waits
+/// (`block_in_place`: no thread hop for the caller), elsewhere it simply runs.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// `fsync` of a directory: makes the names it holds durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()

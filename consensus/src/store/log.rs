@@ -291,9 +291,11 @@ impl LogStore {
     ///
     /// Runs on the calling task: raft waits for it before doing anything else (openraft 0.9
     /// awaits every append and vote in its core task), so handing it to another thread would
-    /// only add two thread hops to every commit.
+    /// only add two thread hops to every commit. But a device flush takes milliseconds, so
+    /// the worker hands its other tasks over meanwhile ([`super::durable::blocking`]): on 2
+    /// workers, a blocked one left everything else (heartbeats, other requests) to one.
     fn make_durable(&self) -> std::io::Result<()> {
-        self.sync.sync()
+        super::durable::blocking(|| self.sync.sync())
     }
 
     /// Flushes the log's database to disk (for an orderly shutdown: truncations, purges and

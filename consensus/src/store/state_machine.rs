@@ -88,13 +88,7 @@ fn wait_for<G>(
     if let Some(g) = try_now() {
         return g;
     }
-    let wait = || wait().unwrap_or_else(|p| p.into_inner());
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(wait)
-        }
-        _ => wait(),
-    }
+    super::durable::blocking(|| wait().unwrap_or_else(|p| p.into_inner()))
 }
 
 /// Batches with at most this many commands are applied on the state machine's own task: a
