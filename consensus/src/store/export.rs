@@ -3,7 +3,7 @@
 //! A snapshot must be one consistent state, but scanning a large state takes seconds, and
 //! holding applies out meanwhile stops every lease renewal (and, on 2 cores, the tokio
 //! workers that wait for them). So an export starts at a point between two batches
-//! ([`BeforeImages::start`], under the state machine's gate, for a moment), and from then on
+//! (`BeforeImages::start`, under the state machine's gate, for a moment), and from then on
 //! every apply records the value each key had *before* its first change
 //! ([`TxTree::insert`] and [`TxTree::remove`] get the old value from sled anyway). The
 //! exporter walks each tree in key order, merged with the recorded keys: a key with a

@@ -2,7 +2,7 @@
 //! log id and the last purged log id.
 //!
 //! Durability: an append is reported to openraft (`LogFlushed`) only once it is durable, and
-//! `save_vote` returns only then ([`DbSync`]: sled's flush, then by default `fdatasync` of
+//! `save_vote` returns only then (`DbSync`: sled's flush, then by default `fdatasync` of
 //! the data file and of new blob files). Truncation needs no sync of its own: sled persists
 //! writes in order, so a later sync (the next append) covers it.
 //!
@@ -10,8 +10,8 @@
 //! install it, without waiting for the install. Removing those entries before the state
 //! machine's database durably covers them would leave, after a crash in between, a node
 //! whose log starts above its applied state: it could not restart. So a purge is recorded at
-//! once (openraft never reads below it again) and carried out by [`Purger`] only up to what
-//! the state machine reports durable ([`Purger::covered`]), on a blocking thread: raft's core
+//! once (openraft never reads below it again) and carried out by `Purger` only up to what
+//! the state machine reports durable (`Purger::covered`), on a blocking thread: raft's core
 //! task, which asked for it, is not held up by deleting thousands of entries.
 
 use std::fmt::Debug;

@@ -6,7 +6,7 @@
 //! neither lease renewals nor the tokio workers wait for it. Builds and installs are
 //! serialized (one snapshot file is current; neither may remove the other's file or record
 //! an older snapshot over a newer one). The log below a snapshot is removed only once this
-//! database durably covers it ([`Purger::covered`]).
+//! database durably covers it (`Purger::covered`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
