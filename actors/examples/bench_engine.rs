@@ -104,10 +104,12 @@ async fn node(with_lock: bool, limit: usize, queue: usize, keys: usize) -> Node 
     }
     let mut deps = EngineDeps::new(registry, adapters);
     if with_lock {
-        let locks = LockManager::new(Arc::new(MemoryLockService::new()), LockConfig::default());
+        let service = MemoryLockService::new();
+        let ledger = MemoryLedger::new(&service);
+        let locks = LockManager::new(Arc::new(service), LockConfig::default());
         locks.spawn().await.unwrap();
         deps.locks = Some(locks);
-        deps.ledger = Some(Arc::new(MemoryLedger::new()));
+        deps.ledger = Some(Arc::new(ledger));
     }
     let engine = Engine::new(
         EngineConfig {

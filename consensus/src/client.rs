@@ -19,7 +19,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ire_core::{
     AuditEntry, AuditLogger, Error, ExecutionQuery, ExecutionRecord, FaultEntry, FaultLedger,
-    FaultQuery, FencingToken, LeaseGrant, LockInfo, LockOutcome, LockService, ResourceKey, Result,
+    FaultQuery, FencingToken, LeaseGrant, LockInfo, LockOutcome, LockService, OrphanQuery,
+    ResourceKey, Result,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -101,11 +102,6 @@ impl ConsensusClient {
     /// Execution records that match, oldest first, paginated.
     pub async fn query_executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionRecord>> {
         self.read(|v, _| v.executions(query)).await
-    }
-
-    /// Active faults whose lease is no longer in force: what a surviving node must revert.
-    pub async fn orphaned_faults(&self) -> Result<Vec<FaultEntry>> {
-        self.read(|v, now| v.orphaned_faults(now)).await
     }
 
     // ----- Campaigns -----
@@ -311,20 +307,63 @@ impl FaultLedger for ConsensusClient {
             .await
     }
 
-    async fn mark_reverted(&self, fault_id: &str, by: &str) -> Result<()> {
-        self.write_done(Command::MarkReverted {
+    async fn end_action(&self, fault_id: &str, token: FencingToken) -> Result<()> {
+        self.write_done(Command::EndAction {
             fault_id: fault_id.into(),
-            by: by.into(),
+            token,
         })
         .await
     }
 
-    async fn mark_revert_failed(&self, fault_id: &str, error: &str) -> Result<()> {
+    async fn mark_reverted(&self, fault_id: &str, by: &str, token: FencingToken) -> Result<()> {
+        non_empty("mark_reverted.by", by)?;
+        self.write_done(Command::MarkReverted {
+            fault_id: fault_id.into(),
+            by: by.into(),
+            token,
+        })
+        .await
+    }
+
+    async fn mark_revert_failed(
+        &self,
+        fault_id: &str,
+        error: &str,
+        token: FencingToken,
+    ) -> Result<()> {
         self.write_done(Command::MarkRevertFailed {
             fault_id: fault_id.into(),
             error: error.into(),
+            token,
         })
         .await
+    }
+
+    /// Proposes [`Command::ClaimOrphan`]: the leader stamps it with its lease clock, so the
+    /// claim is judged on the leader's clock, never the caller's.
+    async fn claim_orphan(
+        &self,
+        fault_id: &str,
+        claimant: &str,
+        ttl: Duration,
+    ) -> Result<LeaseGrant> {
+        non_empty("claim_orphan.claimant", claimant)?;
+        match self
+            .write(Command::ClaimOrphan {
+                fault_id: fault_id.into(),
+                claimant: claimant.into(),
+                ttl,
+            })
+            .await?
+        {
+            Response::Lease(grant) => Ok(grant),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A linearizable read, judged at the leader's clock (see [`RaftNode::read`]).
+    async fn claimable_orphans(&self, query: &OrphanQuery) -> Result<Vec<FaultEntry>> {
+        self.read(|v, now| v.claimable_orphans(now, query)).await
     }
 
     async fn fault(&self, fault_id: &str) -> Result<FaultEntry> {

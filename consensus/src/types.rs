@@ -158,15 +158,18 @@ pub enum Command {
     /// Records a fault before it is injected. Accepted only with the current, unexpired
     /// fencing token of the fault's resource. Answers [`Response::Done`].
     RecordFault(Json<Box<FaultEntry>>),
-    /// Marks a fault reverted. Answers [`Response::Done`].
-    MarkReverted {
+    /// Marks a fault reverted without a fencing token: what entries written before fenced
+    /// settlements carry. Still applied as it was (replicas re-apply old entries), never
+    /// proposed any more ([`Command::MarkReverted`] replaced it). Answers [`Response::Done`].
+    LegacyMarkReverted {
         /// The fault.
         fault_id: String,
         /// The node that reverted it.
         by: String,
     },
-    /// Marks a revert attempt failed (the fault stays active). Answers [`Response::Done`].
-    MarkRevertFailed {
+    /// Marks a revert attempt failed without a fencing token: the counterpart of
+    /// [`Command::LegacyMarkReverted`], replaced by [`Command::MarkRevertFailed`].
+    LegacyMarkRevertFailed {
         /// The fault.
         fault_id: String,
         /// Why the revert failed.
@@ -250,6 +253,49 @@ pub enum Command {
         /// The waiter.
         holder: String,
     },
+    // Appended after the others: bincode names variants by position, so older entries keep
+    // their meaning.
+    /// Marks a sustained fault reverted by node `by`. `token` must be the fault's resource's
+    /// current lease (the injector's, or an orphan claimant's; expired is fine, superseded is
+    /// not). Marking it again is accepted. Answers [`Response::Done`].
+    MarkReverted {
+        /// The fault.
+        fault_id: String,
+        /// The node that reverted it.
+        by: String,
+        /// The lease the revert was done under.
+        token: FencingToken,
+    },
+    /// Marks a revert attempt of a sustained fault failed (it stays active); `token` as for
+    /// [`Command::MarkReverted`]. Answers [`Response::Done`].
+    MarkRevertFailed {
+        /// The fault.
+        fault_id: String,
+        /// Why the revert failed.
+        error: String,
+        /// The lease the revert was tried under.
+        token: FencingToken,
+    },
+    /// Closes an action's entry (nothing to revert); `token` as for
+    /// [`Command::MarkReverted`]. Answers [`Response::Done`].
+    EndAction {
+        /// The fault.
+        fault_id: String,
+        /// The lease the action ran under.
+        token: FencingToken,
+    },
+    /// Claims an orphan: refused unless the fault is an active sustained fault and no lease
+    /// is in force on its resource at the stamped time (the leader's lease clock). Grants the
+    /// resource's lease to `claimant` for `ttl`, with this command's sequence number as its
+    /// token, ahead of any queued waiter. Answers [`Response::Lease`].
+    ClaimOrphan {
+        /// The fault.
+        fault_id: String,
+        /// The node that will revert it.
+        claimant: String,
+        /// How long the claim's lease lasts from the stamped time.
+        ttl: Duration,
+    },
 }
 
 impl Command {
@@ -263,8 +309,12 @@ impl Command {
             Command::Unhold { .. } => "unhold",
             Command::RecordExecution(_) => "record-execution",
             Command::RecordFault(_) => "record-fault",
-            Command::MarkReverted { .. } => "mark-reverted",
-            Command::MarkRevertFailed { .. } => "mark-revert-failed",
+            Command::LegacyMarkReverted { .. } | Command::MarkReverted { .. } => "mark-reverted",
+            Command::LegacyMarkRevertFailed { .. } | Command::MarkRevertFailed { .. } => {
+                "mark-revert-failed"
+            }
+            Command::EndAction { .. } => "end-action",
+            Command::ClaimOrphan { .. } => "claim-orphan",
             Command::PutCampaign(_) => "put-campaign",
             Command::UpdateStep { .. } => "update-step",
             Command::UpdateTask { .. } => "update-task",
@@ -289,10 +339,18 @@ impl fmt::Display for Command {
             Command::Unhold { key } => write!(f, "unhold {key}"),
             Command::RecordExecution(r) => write!(f, "record execution {}", r.0.id),
             Command::RecordFault(e) => write!(f, "record fault {}", e.0.id),
-            Command::MarkReverted { fault_id, .. } => write!(f, "mark fault {fault_id} reverted"),
-            Command::MarkRevertFailed { fault_id, .. } => {
+            Command::LegacyMarkReverted { fault_id, .. }
+            | Command::MarkReverted { fault_id, .. } => {
+                write!(f, "mark fault {fault_id} reverted")
+            }
+            Command::LegacyMarkRevertFailed { fault_id, .. }
+            | Command::MarkRevertFailed { fault_id, .. } => {
                 write!(f, "mark fault {fault_id} revert-failed")
             }
+            Command::EndAction { fault_id, .. } => write!(f, "end action {fault_id}"),
+            Command::ClaimOrphan {
+                fault_id, claimant, ..
+            } => write!(f, "claim orphan {fault_id} for {claimant}"),
             Command::PutCampaign(c) => write!(f, "put campaign {}", c.id),
             Command::UpdateStep {
                 campaign_id, step, ..
@@ -324,7 +382,8 @@ impl fmt::Display for Command {
 pub enum Response {
     /// The answer to [`Command::Acquire`]: granted (with the fencing token) or held.
     Lock(LockOutcome),
-    /// The answer to [`Command::Renew`]: the extended lease.
+    /// The answer to [`Command::Renew`] (the extended lease) and [`Command::ClaimOrphan`]
+    /// (the claimant's new lease).
     Lease(LeaseGrant),
     /// The command took effect (or had already taken effect: retries are harmless).
     Done,
@@ -368,7 +427,11 @@ pub enum Rejection {
         message: String,
     },
     /// The token is not the current lease's token for the key.
-    #[error("lease on {key}: token {presented} is not the current one ({})", current.map(|t| t.to_string()).unwrap_or_else(|| "no lease".into()))]
+    #[error("lease on {key}: token {presented} is not the current one ({})", match (holder, current) {
+        (Some(h), Some(t)) => format!("held by {h} with token {t}"),
+        (None, Some(t)) => format!("the current token is {t}"),
+        _ => "no lease is in force".into(),
+    })]
     WrongToken {
         /// The resource.
         key: ResourceKey,
@@ -376,6 +439,30 @@ pub enum Rejection {
         presented: FencingToken,
         /// The current lease's token, if there is a lease.
         current: Option<FencingToken>,
+        /// The current lease's holder, if there is a lease in force.
+        holder: Option<String>,
+    },
+    /// An operator hold is on the key: its holder may not renew or record faults.
+    #[error("{key} is on operator hold by {by} ({reason}): the lease may not be used")]
+    OnHold {
+        /// The resource.
+        key: ResourceKey,
+        /// Who placed the hold.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// A lease is in force on the key (an orphan claim needs it expired or released).
+    #[error("{key} is leased to {holder} with token {token} until {}", until.to_rfc3339())]
+    LeaseInForce {
+        /// The resource.
+        key: ResourceKey,
+        /// Who holds it.
+        holder: String,
+        /// Its token.
+        token: FencingToken,
+        /// When it lapses unless renewed (on the leader's lease clock).
+        until: DateTime<Utc>,
     },
     /// The lease with this token has expired.
     #[error("lease on {key} with token {token} expired at {}", expired_at.to_rfc3339())]
@@ -440,6 +527,8 @@ impl From<Rejection> for ire_core::Error {
                 message: r.to_string(),
             },
             Rejection::WrongToken { .. }
+            | Rejection::OnHold { .. }
+            | Rejection::LeaseInForce { .. }
             | Rejection::Expired { .. }
             | Rejection::Duplicate { .. }
             | Rejection::BadTransition { .. } => ire_core::Error::Conflict {

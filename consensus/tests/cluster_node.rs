@@ -9,8 +9,8 @@ use ire_consensus::client::ConsensusClient;
 use ire_consensus::node::RaftNode;
 use ire_core::testsuite::conformance::{ledger_conformance, lock_conformance};
 use ire_core::{
-    Error, FaultEntry, FaultLedger, FaultQuery, FaultState, FencingToken, LockOutcome, LockService,
-    ResourceKey,
+    Error, FaultEntry, FaultKind, FaultLedger, FaultQuery, FaultState, FencingToken, LockOutcome,
+    LockService, ResourceKey,
 };
 
 mod support;
@@ -37,17 +37,14 @@ async fn a_bootstrapped_node_passes_the_lock_conformance_suite_and_guards_the_le
         LockOutcome::Granted(g) => g.token,
         held => panic!("expected a grant: {held:?}"),
     };
-    // ire-core's ledger suite, under a live lease on its own key.
-    let suite_key: ResourceKey = "docker/ledger/suite/1".parse().unwrap();
-    let suite_token = match client
-        .acquire(&suite_key, "exec-suite", Duration::from_secs(60))
-        .await
-        .unwrap()
-    {
-        LockOutcome::Granted(g) => g.token,
-        held => panic!("expected a grant: {held:?}"),
-    };
-    ledger_conformance(&client, &suite_key, suite_token).await;
+    // ire-core's ledger suite: fenced settlements, actions, orphan claims.
+    ledger_conformance(
+        &client,
+        &client,
+        "docker/ledger-suite",
+        Duration::from_millis(400),
+    )
+    .await;
 
     // Stale tokens are refused through the client.
     let fault = |id: &str, token: FencingToken| FaultEntry {
@@ -58,6 +55,7 @@ async fn a_bootstrapped_node_passes_the_lock_conformance_suite_and_guards_the_le
         resource: key.clone(),
         plugin: "kill".into(),
         node: "node-11".into(),
+        kind: FaultKind::Sustained,
         token,
         snapshot: None,
         injected_at: chrono::Utc::now(),
@@ -74,7 +72,7 @@ async fn a_bootstrapped_node_passes_the_lock_conformance_suite_and_guards_the_le
         client.fault("g2").await.unwrap_err().root(),
         Error::NotFound { .. }
     ));
-    client.mark_reverted("g1", "node-11").await.unwrap();
+    client.mark_reverted("g1", "node-11", token).await.unwrap();
     let all = client
         .query_faults(&FaultQuery {
             campaign: Some("c-ledger".into()),
@@ -83,7 +81,7 @@ async fn a_bootstrapped_node_passes_the_lock_conformance_suite_and_guards_the_le
         .await
         .unwrap();
     assert_eq!(all.len(), 1);
-    assert!(!all[0].state.is_active());
+    assert!(!all[0].is_active());
 
     // Refusing a held key takes no log entry; the holder's re-acquire does.
     let before = client.status().await.last_log_index;

@@ -8,36 +8,70 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::lock::FencingToken;
+use crate::lock::{FencingToken, LeaseGrant};
 use crate::plugin::Snapshot;
 use crate::resource::ResourceKey;
+
+/// What kind of fault an entry records.
+///
+/// An **action** (kill, restart, delete) is done once and leaves nothing to revert: its entry
+/// is closed with [`FaultLedger::end_action`] when the action ends, and it is never active or
+/// orphaned. A **sustained** fault (pause, network fault, stress, scale) is in force until it
+/// is reverted: while it is, it is active, and once its lease has expired it is an orphan
+/// that another node claims ([`FaultLedger::claim_orphan`]) and reverts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Done once; nothing to revert.
+    Action,
+    /// In force until reverted (what entries recorded before kinds existed were).
+    #[default]
+    Sustained,
+}
+
+impl FaultKind {
+    /// The kind's name, for queries and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Action => "action",
+            FaultKind::Sustained => "sustained",
+        }
+    }
+}
 
 /// Where a fault is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
 pub enum FaultState {
-    /// Recorded, about to be injected or injected, and not reverted.
+    /// Recorded, about to be injected or injected, and not reverted (or, for an action,
+    /// not ended).
     Injected,
-    /// Reverted.
+    /// Reverted (a sustained fault).
     Reverted {
         /// When.
         at: DateTime<Utc>,
         /// Who reverted it (node).
         by: String,
     },
-    /// A revert was tried and failed; it is still active.
+    /// A revert was tried and failed; a sustained fault is still active.
     RevertFailed {
         /// When the last attempt failed.
         at: DateTime<Utc>,
         /// Why.
         error: String,
     },
+    /// The action is over (an action's entry; nothing to revert).
+    Ended {
+        /// When.
+        at: DateTime<Utc>,
+    },
 }
 
 impl FaultState {
-    /// True while the fault may still be active (injected, or its revert failed).
-    pub fn is_active(&self) -> bool {
-        !matches!(self, FaultState::Reverted { .. })
+    /// True while the entry is open: injected, or its revert failed. Only an open sustained
+    /// fault is active (see [`FaultEntry::is_active`]).
+    pub fn is_open(&self) -> bool {
+        matches!(self, FaultState::Injected | FaultState::RevertFailed { .. })
     }
 
     /// The state's name, for queries.
@@ -46,6 +80,7 @@ impl FaultState {
             FaultState::Injected => "injected",
             FaultState::Reverted { .. } => "reverted",
             FaultState::RevertFailed { .. } => "revert-failed",
+            FaultState::Ended { .. } => "ended",
         }
     }
 }
@@ -69,6 +104,9 @@ pub struct FaultEntry {
     pub plugin: String,
     /// The node that injected it.
     pub node: String,
+    /// Action or sustained fault (entries recorded before kinds existed are sustained).
+    #[serde(default)]
+    pub kind: FaultKind,
     /// The lease it was injected under.
     pub token: FencingToken,
     /// What the plugin needs to revert it.
@@ -83,6 +121,14 @@ pub struct FaultEntry {
     pub state: FaultState,
 }
 
+impl FaultEntry {
+    /// True while the fault is in force: a sustained fault, injected or whose revert failed.
+    /// An action is never active.
+    pub fn is_active(&self) -> bool {
+        self.kind == FaultKind::Sustained && self.state.is_open()
+    }
+}
+
 /// Which faults to return.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct FaultQuery {
@@ -92,7 +138,7 @@ pub struct FaultQuery {
     /// In this campaign.
     #[serde(default)]
     pub campaign: Option<String>,
-    /// Only active faults (injected or revert failed).
+    /// Only active faults (sustained faults injected or whose revert failed).
     #[serde(default)]
     pub active_only: bool,
     /// Injected by this node.
@@ -120,22 +166,75 @@ impl FaultQuery {
                 .campaign
                 .as_ref()
                 .is_none_or(|c| f.campaign.as_ref() == Some(c))
-            && (!self.active_only || f.state.is_active())
+            && (!self.active_only || f.is_active())
             && self.node.as_ref().is_none_or(|n| n == &f.node)
             && self.since.is_none_or(|t| f.injected_at >= t)
             && self.until.is_none_or(|t| f.injected_at <= t)
     }
 }
 
+/// Which orphans [`FaultLedger::claimable_orphans`] returns.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OrphanQuery {
+    /// Only faults on resources of these adapter instances (the first segment of the
+    /// resource key); `None`: every adapter.
+    #[serde(default)]
+    pub adapters: Option<Vec<String>>,
+    /// At most this many, oldest first.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+impl OrphanQuery {
+    /// True when the fault's resource is one the query asks about.
+    pub fn matches(&self, f: &FaultEntry) -> bool {
+        self.adapters
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|a| a == f.resource.adapter()))
+    }
+}
+
 /// The record of injected faults.
+///
+/// Every write that settles a fault carries a fencing token, which must be the current lease
+/// of the fault's resource: the lease the fault was injected under, or the lease a node took
+/// by claiming the fault as an orphan. So a node whose lease was taken over can no longer
+/// settle the fault, and two nodes never both revert it.
 #[async_trait]
 pub trait FaultLedger: Send + Sync + 'static {
-    /// Records a fault before it is injected; fails if the token is stale.
+    /// Records a fault (an action or a sustained fault) before it is injected. Refused
+    /// (`Conflict`) unless `entry.token` is the current, unexpired lease of the resource and
+    /// no operator hold is on it; recording the identical entry again is accepted.
     async fn record_fault(&self, entry: FaultEntry) -> Result<()>;
-    /// Marks a fault reverted.
-    async fn mark_reverted(&self, fault_id: &str, by: &str) -> Result<()>;
-    /// Marks a revert attempt failed.
-    async fn mark_revert_failed(&self, fault_id: &str, error: &str) -> Result<()>;
+    /// Closes an action's entry once the action is over. `token` must be the resource's
+    /// current lease; ending it again is accepted; a sustained fault is refused (`Invalid`:
+    /// it is reverted, not ended).
+    async fn end_action(&self, fault_id: &str, token: FencingToken) -> Result<()>;
+    /// Marks a sustained fault reverted by node `by`. `token` must be the resource's current
+    /// lease (the injector's, or an orphan claimant's: expired is fine, superseded is not);
+    /// marking it again is accepted.
+    async fn mark_reverted(&self, fault_id: &str, by: &str, token: FencingToken) -> Result<()>;
+    /// Marks a revert attempt of a sustained fault failed (it stays active). `token` as for
+    /// [`FaultLedger::mark_reverted`]; refused once the fault is reverted.
+    async fn mark_revert_failed(
+        &self,
+        fault_id: &str,
+        error: &str,
+        token: FencingToken,
+    ) -> Result<()>;
+    /// Claims an orphan: refused (`Conflict`) unless the fault is active and no lease is in
+    /// force on its resource (expired or released, judged on the lease service's clock: the
+    /// raft leader's). Grants the resource's lease to `claimant` for `ttl` with a new fencing
+    /// token, in the same step; the claimant reverts the fault under that token.
+    async fn claim_orphan(
+        &self,
+        fault_id: &str,
+        claimant: &str,
+        ttl: Duration,
+    ) -> Result<LeaseGrant>;
+    /// The active faults that [`FaultLedger::claim_orphan`] would grant now, oldest first:
+    /// what a node's orphan scanner asks for (it then keeps those its adapters reach).
+    async fn claimable_orphans(&self, query: &OrphanQuery) -> Result<Vec<FaultEntry>>;
     /// One fault.
     async fn fault(&self, fault_id: &str) -> Result<FaultEntry>;
     /// Faults that match, oldest first.

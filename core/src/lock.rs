@@ -97,16 +97,21 @@ pub trait LockService: Send + Sync + 'static {
         wait: Duration,
         cancel: &CancellationToken,
     ) -> Result<LockOutcome>;
-    /// Extends a lease; fails with `Conflict` if the token is not the current one or expired.
+    /// Extends a lease; fails with `Conflict` if the token is not the current one, the lease
+    /// expired, or an operator hold was placed on the key (a hold stops the current holder:
+    /// it stops acting when its safe window closes).
     async fn renew(
         &self,
         key: &ResourceKey,
         token: FencingToken,
         ttl: Duration,
     ) -> Result<LeaseGrant>;
-    /// Gives a lease back; fails with `Conflict` if the token is not the current one.
+    /// Gives a lease back; fails with `Conflict` if the token is not the current one. Giving
+    /// back a lease that was already given back is accepted, also after the release handed
+    /// the key to a waiter.
     async fn release(&self, key: &ResourceKey, token: FencingToken) -> Result<()>;
-    /// Protects a resource from every campaign until [`LockService::unhold`].
+    /// Protects a resource from every campaign until [`LockService::unhold`]: acquires are
+    /// answered `Held`, and the current holder's renewals and fault records are refused.
     async fn hold(&self, key: &ResourceKey, by: &str, reason: &str) -> Result<()>;
     /// Removes an operator hold.
     async fn unhold(&self, key: &ResourceKey) -> Result<()>;

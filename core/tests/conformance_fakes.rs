@@ -45,8 +45,14 @@ async fn memory_locks_pass_the_lock_suite() {
 
 #[tokio::test]
 async fn memory_ledger_passes_the_ledger_suite() {
-    let key: ResourceKey = "fake/redis-1".parse().unwrap();
-    ledger_conformance(&MemoryLedger::new(), &key, FencingToken(1)).await;
+    let locks = MemoryLockService::new();
+    ledger_conformance(
+        &MemoryLedger::new(&locks),
+        &locks,
+        "fake",
+        Duration::from_millis(100),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -133,7 +139,7 @@ fn every_core_trait_has_a_fake() {
     let _: Arc<dyn EnvironmentAdapter> = Arc::new(FakeAdapter::new("f"));
     let _: Arc<dyn Plugin> = Arc::new(FakePlugin::new("p"));
     let _: Arc<dyn LockService> = Arc::new(MemoryLockService::new());
-    let _: Arc<dyn FaultLedger> = Arc::new(MemoryLedger::new());
+    let _: Arc<dyn FaultLedger> = Arc::new(MemoryLedger::new(&MemoryLockService::new()));
     let _: Arc<dyn StorageBackend> = Arc::new(MemoryStorage::new());
     let _: Arc<dyn SecretProvider> = Arc::new(MemorySecrets::default());
     let _: Arc<dyn AuditLogger> = Arc::new(MemoryAuditLog::default());

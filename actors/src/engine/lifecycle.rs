@@ -23,7 +23,8 @@ use futures::future::BoxFuture;
 use ire_core::event::event_type;
 use ire_core::{
     Attempt, Error, ErrorClass, Event, EventBus, ExecutionResult, ExecutionStatus, FaultEntry,
-    FaultLedger, FaultState, Metadata, Plugin, PluginContext, Resource, Result, Snapshot,
+    FaultKind, FaultLedger, FaultState, Metadata, Plugin, PluginContext, Resource, Result,
+    Snapshot,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -440,12 +441,15 @@ impl Execution {
             });
         let outcome = if r.is_ok() { "ok" } else { "failed" };
         metrics::counter!(metric_names::ENGINE_ROLLBACKS_TOTAL, "outcome" => outcome).increment(1);
-        if let (Some(ledger), Some(id)) = (&self.ledger, fault_id) {
+        if let (Some(ledger), Some(id), Some(token)) =
+            (&self.ledger, fault_id, self.base.fencing_token)
+        {
+            // Settled under the lease the fault was recorded with.
             let settled = match &r {
-                Ok(()) => ledger.mark_reverted(id, &self.node).await,
+                Ok(()) => ledger.mark_reverted(id, &self.node, token).await,
                 Err(e) => {
                     ledger
-                        .mark_revert_failed(id, &self.redactor.redact(&e.chain_message()))
+                        .mark_revert_failed(id, &self.redactor.redact(&e.chain_message()), token)
                         .await
                 }
             };
@@ -522,6 +526,8 @@ impl Execution {
                 resource: self.resource.key.clone(),
                 plugin: self.plugin_name.clone(),
                 node: self.node.to_string(),
+                // Only faults with a snapshot to roll back to are recorded: sustained ones.
+                kind: FaultKind::Sustained,
                 token,
                 snapshot: track
                     .lock()

@@ -65,7 +65,11 @@ impl Rig {
         let bus = FakeEventBus::new();
         let reporter = FakeReporter::default();
         let audit = Arc::new(MemoryAuditLog::default());
-        let ledger = MemoryLedger::new();
+        // The ledger checks tokens against the lock service's leases.
+        let ledger = match &opts.lock_service {
+            Some(s) => MemoryLedger::new(s),
+            None => MemoryLedger::new(&MemoryLockService::new()),
+        };
         let mut adapters: BTreeMap<String, Arc<dyn EnvironmentAdapter>> = BTreeMap::new();
         adapters.insert("fake".into(), Arc::new(adapter.clone()));
         let mut deps = EngineDeps::new(registry.clone(), adapters);

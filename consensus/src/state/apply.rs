@@ -2,7 +2,9 @@
 //! rules and moves `last_applied`, so a crash leaves either all of a batch or none of it.
 
 use chrono::{DateTime, Utc};
-use ire_core::{AuditEntry, ExecutionRecord, FaultEntry, FaultState, LeaseGrant, ResourceKey};
+use ire_core::{
+    AuditEntry, ExecutionRecord, FaultEntry, FaultState, FencingToken, LeaseGrant, ResourceKey,
+};
 use openraft::EntryPayload;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
@@ -325,29 +327,47 @@ fn apply_command(
         }
         Command::RecordExecution(Json(record)) => record_execution(tx, record)?,
         Command::RecordFault(Json(entry)) => record_fault(tx, entry, now)?,
-        Command::MarkReverted { fault_id, by } => {
-            let Some(mut f) = get_fault(tx, fault_id)? else {
-                return Ok(Err(not_found("fault", fault_id)));
-            };
-            match ledger::mark_reverted(&mut f, by, now) {
-                Ok(changed) => {
-                    if changed {
-                        Tx::put(tx.faults, "fault", f.id.as_bytes(), &Json(&f))?;
-                        tx.faults_active.remove(f.id.as_bytes())?;
-                    }
-                    Ok(Response::Done)
-                }
-                Err(r) => Err(r),
-            }
+        Command::LegacyMarkReverted { fault_id, by } => settle(tx, fault_id, None, now, |f| {
+            ledger::mark_reverted(f, by, now)
+        })?,
+        Command::LegacyMarkRevertFailed { fault_id, error } => {
+            settle(tx, fault_id, None, now, |f| {
+                ledger::mark_revert_failed(f, error, now).map(|()| true)
+            })?
         }
-        Command::MarkRevertFailed { fault_id, error } => {
-            let Some(mut f) = get_fault(tx, fault_id)? else {
+        Command::MarkReverted {
+            fault_id,
+            by,
+            token,
+        } => settle(tx, fault_id, Some(*token), now, |f| {
+            ledger::mark_reverted(f, by, now)
+        })?,
+        Command::MarkRevertFailed {
+            fault_id,
+            error,
+            token,
+        } => settle(tx, fault_id, Some(*token), now, |f| {
+            ledger::mark_revert_failed(f, error, now).map(|()| true)
+        })?,
+        Command::EndAction { fault_id, token } => settle(tx, fault_id, Some(*token), now, |f| {
+            ledger::end_action(f, now)
+        })?,
+        Command::ClaimOrphan {
+            fault_id,
+            claimant,
+            ttl,
+        } => {
+            let Some(f) = get_fault(tx, fault_id)? else {
                 return Ok(Err(not_found("fault", fault_id)));
             };
-            match ledger::mark_revert_failed(&mut f, error, now) {
-                Ok(()) => {
-                    Tx::put(tx.faults, "fault", f.id.as_bytes(), &Json(&f))?;
-                    Ok(Response::Done)
+            if let Err(r) = ledger::check_claimable(&f) {
+                return Ok(Err(r));
+            }
+            let mut row = tx.lock_row(&f.resource)?;
+            match locks::claim(&mut row, &f.resource, claimant, *ttl, now, seq) {
+                Ok(grant) => {
+                    tx.put_lock(&f.resource, &row)?;
+                    Ok(Response::Lease(grant))
                 }
                 Err(r) => Err(r),
             }
@@ -409,6 +429,39 @@ fn not_found(kind: &str, id: &str) -> Rejection {
         kind: kind.into(),
         id: id.into(),
     }
+}
+
+/// Moves fault `fault_id` on with `change` (`Ok(false)`: already there, nothing to write).
+/// A change is written only when `token` (if any; legacy commands carry none) is the current
+/// lease of the fault's resource; the active set follows the fault's state.
+fn settle(
+    tx: &Tx<'_>,
+    fault_id: &str,
+    token: Option<FencingToken>,
+    now: DateTime<Utc>,
+    change: impl FnOnce(&mut FaultEntry) -> Result<bool, Rejection>,
+) -> TxResult<Result<Response, Rejection>> {
+    let Some(mut f) = get_fault(tx, fault_id)? else {
+        return Ok(Err(not_found("fault", fault_id)));
+    };
+    match change(&mut f) {
+        Err(r) => return Ok(Err(r)),
+        Ok(false) => return Ok(Ok(Response::Done)),
+        Ok(true) => {}
+    }
+    if let Some(token) = token {
+        let row = tx.lock_row(&f.resource)?;
+        if let Err(r) = ledger::check_settle_token(&f, token, &row, now) {
+            return Ok(Err(r));
+        }
+    }
+    Tx::put(tx.faults, "fault", f.id.as_bytes(), &Json(&f))?;
+    if f.is_active() {
+        tx.faults_active.insert(f.id.as_bytes(), &[])?;
+    } else {
+        tx.faults_active.remove(f.id.as_bytes())?;
+    }
+    Ok(Ok(Response::Done))
 }
 
 fn get_fault(tx: &Tx<'_>, id: &str) -> TxResult<Option<FaultEntry>> {
@@ -481,7 +534,10 @@ fn record_fault(
     if let Some(c) = c {
         tx.fault_by_campaign.insert(c, &[])?;
     }
-    tx.faults_active.insert(entry.id.as_bytes(), &[])?;
+    // Only a sustained fault is ever active (and so ever an orphan).
+    if entry.is_active() {
+        tx.faults_active.insert(entry.id.as_bytes(), &[])?;
+    }
     Tx::put(tx.faults, "fault", entry.id.as_bytes(), &Json(entry))?;
     Ok(Ok(Response::Done))
 }

@@ -2,7 +2,7 @@
 //! under which each is found by resource, campaign and time.
 
 use chrono::{DateTime, Utc};
-use ire_core::{ExecutionRecord, FaultEntry, FaultState, FencingToken, ResourceKey};
+use ire_core::{ExecutionRecord, FaultEntry, FaultKind, FaultState, FencingToken, ResourceKey};
 
 use super::locks::LockRow;
 use crate::store::codec::{plain_time_key, prefixed_time_key};
@@ -69,7 +69,7 @@ pub fn execution_index_keys(r: &ExecutionRecord) -> (Vec<u8>, Vec<Vec<u8>>, Opti
 }
 
 /// Checks a fault entry before it is recorded: well formed, injected, and carrying the
-/// current unexpired lease token of its resource at `now`.
+/// current unexpired lease token of its resource at `now`, with no operator hold on it.
 pub fn check_fault(f: &FaultEntry, lock: &LockRow, now: DateTime<Utc>) -> Result<(), Rejection> {
     check_id("fault.id", &f.id)?;
     check_id("fault.execution_id", &f.execution_id)?;
@@ -86,7 +86,8 @@ pub fn check_fault(f: &FaultEntry, lock: &LockRow, now: DateTime<Utc>) -> Result
     check_token(&f.resource, f.token, lock, now)
 }
 
-/// Checks that `token` is the current, unexpired lease on `key`.
+/// Checks that `token` is the current, unexpired lease on `key` and that no operator hold
+/// stops its holder.
 pub fn check_token(
     key: &ResourceKey,
     token: FencingToken,
@@ -94,18 +95,70 @@ pub fn check_token(
     now: DateTime<Utc>,
 ) -> Result<(), Rejection> {
     match lock.lease.as_ref().filter(|_| !lock.released) {
-        Some(l) if l.token == token && l.is_live(now) => Ok(()),
+        Some(l) if l.token == token && l.is_live(now) => lock.on_hold(key),
         Some(l) if l.token == token => Err(Rejection::Expired {
             key: key.clone(),
             token,
             expired_at: l.expires_at,
         }),
-        live => Err(Rejection::WrongToken {
-            key: key.clone(),
-            presented: token,
-            current: live.filter(|l| l.is_live(now)).map(|l| l.token),
-        }),
+        _ => Err(lock.wrong_token(key, token, now)),
     }
+}
+
+/// Checks that `token` may settle fault `f` (mark it reverted or failed, end an action): it
+/// is the last lease granted on the fault's resource, in force or not.
+pub fn check_settle_token(
+    f: &FaultEntry,
+    token: FencingToken,
+    lock: &LockRow,
+    now: DateTime<Utc>,
+) -> Result<(), Rejection> {
+    if super::locks::token_is_current(lock, token) {
+        Ok(())
+    } else {
+        Err(lock.wrong_token(&f.resource, token, now))
+    }
+}
+
+/// Refuses a settlement meant for the other kind of fault (`what` it would do).
+fn check_kind(f: &FaultEntry, kind: FaultKind, what: &str) -> Result<(), Rejection> {
+    if f.kind == kind {
+        return Ok(());
+    }
+    Err(Rejection::invalid(
+        "fault.kind",
+        format!(
+            "fault {} is {}, which cannot be {what}",
+            f.id,
+            match f.kind {
+                FaultKind::Action => "an action",
+                FaultKind::Sustained => "a sustained fault",
+            }
+        ),
+    ))
+}
+
+/// Checks that fault `f` may be claimed as an orphan: an active sustained fault (the lease
+/// is checked by [`super::locks::claim`]).
+pub fn check_claimable(f: &FaultEntry) -> Result<(), Rejection> {
+    if !f.is_active() {
+        return Err(Rejection::BadTransition {
+            what: format!("fault {}", f.id),
+            from: format!("{} {}", f.kind.name(), f.state.name()),
+            to: "claimed as an orphan".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Ends action `f` at `now`; ending it again is accepted (`Ok(false)`: nothing changed).
+pub fn end_action(f: &mut FaultEntry, now: DateTime<Utc>) -> Result<bool, Rejection> {
+    check_kind(f, FaultKind::Action, "ended (it is reverted)")?;
+    if matches!(f.state, FaultState::Ended { .. }) {
+        return Ok(false);
+    }
+    f.state = FaultState::Ended { at: now };
+    Ok(true)
 }
 
 /// The index keys of a fault: (by time, by resource, by campaign).
@@ -119,9 +172,11 @@ pub fn fault_index_keys(f: &FaultEntry) -> (Vec<u8>, Vec<u8>, Option<Vec<u8>>) {
     )
 }
 
-/// Marks a fault reverted by `by` at `now`; already reverted is accepted (a retry).
+/// Marks a sustained fault reverted by `by` at `now`; already reverted is accepted (a retry:
+/// `Ok(false)`, nothing changed).
 pub fn mark_reverted(f: &mut FaultEntry, by: &str, now: DateTime<Utc>) -> Result<bool, Rejection> {
     check_id("mark_reverted.by", by)?;
+    check_kind(f, FaultKind::Sustained, "reverted (it is ended)")?;
     if matches!(f.state, FaultState::Reverted { .. }) {
         return Ok(false);
     }
@@ -144,6 +199,7 @@ pub fn mark_revert_failed(
             "must say why the revert failed",
         ));
     }
+    check_kind(f, FaultKind::Sustained, "reverted (it is ended)")?;
     if matches!(f.state, FaultState::Reverted { .. }) {
         return Err(Rejection::BadTransition {
             what: format!("fault {}", f.id),

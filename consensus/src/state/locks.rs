@@ -63,6 +63,9 @@ pub struct Lease {
     pub granted_at: DateTime<Utc>,
     /// When it lapses unless renewed (leader-stamped time + ttl).
     pub expires_at: DateTime<Utc>,
+    /// The duration last asked for (by the grant or the last renewal): what a new leader
+    /// extends the lease by.
+    pub ttl: Duration,
 }
 
 impl Lease {
@@ -94,12 +97,54 @@ pub struct LockRow {
     pub hold: Option<OperatorHold>,
     /// Callers waiting for the lease, first in line first.
     pub waiters: Vec<Waiter>,
+    /// The token of the last lease its holder gave back, kept after the key is granted again
+    /// so that a retried release (its first answer was lost) is told it took effect.
+    pub last_released: Option<FencingToken>,
+}
+
+/// The first byte of a row in the current layout. Rows of earlier layouts start with the
+/// bincode tag of an `Option` (0 or 1), so the byte tells the layouts apart.
+const ROW_V3: u8 = 0xA3;
+
+/// A lease as stored before leases kept their ttl.
+#[derive(Deserialize)]
+struct LeaseV2 {
+    holder: String,
+    token: FencingToken,
+    granted_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl From<LeaseV2> for Lease {
+    fn from(l: LeaseV2) -> Self {
+        // The ttl of the grant or of the last renewal is not known: the span from the grant
+        // to the expiry is at least the last one asked for.
+        let ttl = (l.expires_at - l.granted_at)
+            .to_std()
+            .unwrap_or(Duration::from_secs(1));
+        Lease {
+            holder: l.holder,
+            token: l.token,
+            granted_at: l.granted_at,
+            expires_at: l.expires_at,
+            ttl,
+        }
+    }
+}
+
+/// A row as stored before the ttl and the last release were kept: still read, never written.
+#[derive(Deserialize)]
+struct LockRowV2 {
+    lease: Option<LeaseV2>,
+    released: bool,
+    hold: Option<OperatorHold>,
+    waiters: Vec<Waiter>,
 }
 
 /// A row as stored before keys had waiters: still read, never written.
 #[derive(Deserialize)]
 struct LockRowV1 {
-    lease: Option<Lease>,
+    lease: Option<LeaseV2>,
     released: bool,
     hold: Option<OperatorHold>,
 }
@@ -126,22 +171,64 @@ impl LockRow {
         self.lease.is_none() && self.hold.is_none() && self.waiters.is_empty()
     }
 
-    /// Encodes the row for the locks tree.
+    /// Encodes the row for the locks tree (a layout byte, then bincode).
     pub fn encode(&self) -> StoreResult<Vec<u8>> {
-        encode("lock row", self)
+        let mut out = vec![ROW_V3];
+        out.extend(encode("lock row", self)?);
+        Ok(out)
     }
 
-    /// Decodes a stored row, including rows written before keys had waiters.
+    /// Decodes a stored row, including rows of the earlier layouts (without waiters; without
+    /// the lease's ttl and the last release).
     pub fn decode(bytes: &[u8]) -> StoreResult<Self> {
-        decode("lock row", bytes).or_else(|e| match decode::<LockRowV1>("lock row", bytes) {
-            Ok(v1) => Ok(LockRow {
-                lease: v1.lease,
-                released: v1.released,
-                hold: v1.hold,
-                waiters: Vec::new(),
-            }),
-            Err(_) => Err(e),
+        if let Some((&ROW_V3, rest)) = bytes.split_first() {
+            return decode("lock row", rest);
+        }
+        let v2 = decode::<LockRowV2>("lock row", bytes).or_else(|e| {
+            decode::<LockRowV1>("lock row", bytes)
+                .map(|v1| LockRowV2 {
+                    lease: v1.lease,
+                    released: v1.released,
+                    hold: v1.hold,
+                    waiters: Vec::new(),
+                })
+                .map_err(|_| e)
+        })?;
+        Ok(LockRow {
+            lease: v2.lease.map(Lease::from),
+            released: v2.released,
+            hold: v2.hold,
+            waiters: v2.waiters,
+            last_released: None,
         })
+    }
+
+    /// A refusal of `presented`, naming the lease in force (holder and token) if any.
+    pub fn wrong_token(
+        &self,
+        key: &ResourceKey,
+        presented: FencingToken,
+        now: DateTime<Utc>,
+    ) -> Rejection {
+        let live = self.live_lease(now);
+        Rejection::WrongToken {
+            key: key.clone(),
+            presented,
+            current: live.map(|l| l.token).or_else(|| current_token(self)),
+            holder: live.map(|l| l.holder.clone()),
+        }
+    }
+
+    /// The refusal of a lease's use under an operator hold, if one is on.
+    pub fn on_hold(&self, key: &ResourceKey) -> Result<(), Rejection> {
+        match &self.hold {
+            Some(h) => Err(Rejection::OnHold {
+                key: key.clone(),
+                by: h.by.clone(),
+                reason: h.reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -203,6 +290,7 @@ fn grant_or_refuse(
         // The holder asks again: its lease is extended and keeps its token.
         let lease = row.lease.as_mut().expect("live lease exists");
         lease.expires_at = expiry(now, ttl);
+        lease.ttl = ttl;
         return Ok(LockOutcome::Granted(lease.grant(key)));
     }
     Ok(LockOutcome::Granted(grant_to(
@@ -223,6 +311,7 @@ fn grant_to(
         token: FencingToken(token),
         granted_at: now,
         expires_at: expiry(now, ttl),
+        ttl,
     };
     let grant = lease.grant(key);
     row.lease = Some(lease);
@@ -343,7 +432,8 @@ pub fn cancel_wait(
     (mine, handed)
 }
 
-/// Renew: extends the lease with `token` if it is the current one and has not expired.
+/// Renew: extends the lease with `token` if it is the current one, has not expired, and no
+/// operator hold is on the key (a hold stops the current holder).
 pub fn renew(
     row: &mut LockRow,
     key: &ResourceKey,
@@ -352,7 +442,10 @@ pub fn renew(
     now: DateTime<Utc>,
 ) -> Result<LeaseGrant, Rejection> {
     check_ttl("renew.ttl", ttl)?;
-    let current = current_token(row);
+    let refusal = row.wrong_token(key, token, now);
+    if current_token(row) == Some(token) {
+        row.on_hold(key)?;
+    }
     match row.lease.as_mut() {
         Some(lease) if lease.token == token && !row.released => {
             if !lease.is_live(now) {
@@ -363,13 +456,10 @@ pub fn renew(
                 });
             }
             lease.expires_at = expiry(now, ttl);
+            lease.ttl = ttl;
             Ok(lease.grant(key))
         }
-        _ => Err(Rejection::WrongToken {
-            key: key.clone(),
-            presented: token,
-            current,
-        }),
+        _ => Err(refusal),
     }
 }
 
@@ -382,9 +472,10 @@ fn current_token(row: &LockRow) -> Option<FencingToken> {
 }
 
 /// Release: gives back the lease with `token`. Releasing the last lease again (a retried
-/// release) or releasing an expired lease that nobody took since is accepted; any other
-/// token is refused. The first waiter, if any, gets the lease at once with `next_token`;
-/// its grant is returned.
+/// release, also after that release handed the key to a waiter or the key was granted
+/// again) or releasing an expired lease that nobody took since is accepted; any other token
+/// is refused. The first waiter, if any, gets the lease at once with `next_token`; its grant
+/// is returned.
 pub fn release(
     row: &mut LockRow,
     key: &ResourceKey,
@@ -395,14 +486,38 @@ pub fn release(
     match &row.lease {
         Some(lease) if lease.token == token => {
             row.released = true;
+            row.last_released = Some(token);
             Ok(hand_off(row, key, now, next_token))
         }
-        _ => Err(Rejection::WrongToken {
-            key: key.clone(),
-            presented: token,
-            current: current_token(row),
-        }),
+        // The retry of a release that took effect: nothing to do.
+        _ if row.last_released == Some(token) => Ok(None),
+        _ => Err(row.wrong_token(key, token, now)),
     }
+}
+
+/// Claim of an orphaned fault's resource: refused while a lease is in force on the key;
+/// otherwise the key is granted to `claimant` with `token`, ahead of queued waiters (the
+/// revert comes first; the claimant's release serves the queue). An operator hold does not
+/// stop a claim: reverting a fault is what a hold is for.
+pub fn claim(
+    row: &mut LockRow,
+    key: &ResourceKey,
+    claimant: &str,
+    ttl: Duration,
+    now: DateTime<Utc>,
+    token: u64,
+) -> Result<LeaseGrant, Rejection> {
+    check_text("claim_orphan.claimant", claimant)?;
+    check_ttl("claim_orphan.ttl", ttl)?;
+    if let Some(l) = row.live_lease(now) {
+        return Err(Rejection::LeaseInForce {
+            key: key.clone(),
+            holder: l.holder.clone(),
+            token: l.token,
+            until: l.expires_at,
+        });
+    }
+    Ok(grant_to(row, key, claimant, ttl, now, token))
 }
 
 /// Hold: protects the key from every acquire (placing it again replaces who and why).
@@ -441,6 +556,12 @@ pub fn unhold(
 /// record must carry).
 pub fn token_is_live(row: &LockRow, token: FencingToken, now: DateTime<Utc>) -> bool {
     row.live_lease(now).is_some_and(|l| l.token == token)
+}
+
+/// True when `token` is the last lease granted on the key, in force or not (what settling a
+/// fault needs: the injector's lease or an orphan claimant's, never a superseded one).
+pub fn token_is_current(row: &LockRow, token: FencingToken) -> bool {
+    row.lease.as_ref().is_some_and(|l| l.token == token)
 }
 
 #[cfg(test)]
@@ -581,8 +702,16 @@ mod tests {
         // And the key is free again.
         let g = granted(acquire_only(&mut row, &key(), "b", TTL, t(2), 9).unwrap());
         assert_eq!(g.token, FencingToken(9));
-        // The old token no longer releases anything.
-        assert!(release(&mut row, &key(), FencingToken(7), t(3), 10).is_err());
+        // A late retry of the old release is told it took effect, and changes nothing.
+        let before = row.clone();
+        assert_eq!(
+            release(&mut row, &key(), FencingToken(7), t(3), 10),
+            Ok(None)
+        );
+        assert_eq!(row, before);
+        // A token that was never released is refused, naming the holder.
+        let e = release(&mut row, &key(), FencingToken(8), t(3), 10).unwrap_err();
+        assert!(e.to_string().contains("held by b with token 9"), "{e}");
     }
 
     #[test]
@@ -769,27 +898,103 @@ mod tests {
     }
 
     #[test]
-    fn rows_written_before_waiters_existed_still_decode() {
+    fn rows_of_earlier_layouts_still_decode() {
+        #[derive(Serialize)]
+        struct OldLease {
+            holder: String,
+            token: FencingToken,
+            granted_at: DateTime<Utc>,
+            expires_at: DateTime<Utc>,
+        }
         #[derive(Serialize)]
         struct V1 {
-            lease: Option<Lease>,
+            lease: Option<OldLease>,
             released: bool,
             hold: Option<OperatorHold>,
         }
-        let mut row = LockRow::default();
-        granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
-        let old = encode(
+        #[derive(Serialize)]
+        struct V2 {
+            lease: Option<OldLease>,
+            released: bool,
+            hold: Option<OperatorHold>,
+            waiters: Vec<Waiter>,
+        }
+        let (mut row, _) = leased_with_queue(&["b"]);
+        let old_lease = || {
+            let l = row.lease.clone().unwrap();
+            Some(OldLease {
+                holder: l.holder,
+                token: l.token,
+                granted_at: l.granted_at,
+                expires_at: l.expires_at,
+            })
+        };
+        let v1 = encode(
             "lock row",
             &V1 {
-                lease: row.lease.clone(),
+                lease: old_lease(),
                 released: false,
                 hold: None,
             },
         )
         .unwrap();
-        assert_eq!(LockRow::decode(&old).unwrap(), row);
+        let v2 = encode(
+            "lock row",
+            &V2 {
+                lease: old_lease(),
+                released: false,
+                hold: None,
+                waiters: row.waiters.clone(),
+            },
+        )
+        .unwrap();
+        // An old lease's ttl is taken from its grant to its expiry.
+        let decoded = LockRow::decode(&v2).unwrap();
+        assert_eq!(decoded, row);
+        let decoded = LockRow::decode(&v1).unwrap();
+        assert_eq!(decoded.lease, row.lease);
+        assert!(decoded.waiters.is_empty());
+        row.last_released = Some(FencingToken(3));
         assert_eq!(LockRow::decode(&row.encode().unwrap()).unwrap(), row);
         assert!(LockRow::decode(&[0xff, 0xff]).is_err());
+        assert!(LockRow::decode(&[ROW_V3, 0xff]).is_err());
+    }
+
+    #[test]
+    fn a_hold_stops_renewals_and_a_claim_needs_a_lapsed_lease() {
+        let mut row = LockRow::default();
+        let a = granted(acquire_only(&mut row, &key(), "a", TTL, t(0), 10).unwrap());
+        hold(&mut row, "op", "incident", t(1)).unwrap();
+        let before = row.clone();
+        let e = renew(&mut row, &key(), a.token, TTL, t(2)).unwrap_err();
+        assert!(
+            matches!(e, Rejection::OnHold { ref by, .. } if by == "op"),
+            "{e}"
+        );
+        assert_eq!(row, before);
+        // A claim is refused while the lease is in force, naming it.
+        let e = claim(&mut row, &key(), "n2", TTL, t(5), 11).unwrap_err();
+        assert!(
+            matches!(e, Rejection::LeaseInForce { ref holder, token, .. } if holder == "a" && token == a.token),
+            "{e}"
+        );
+        assert_eq!(row, before);
+        // Once it lapsed, the claimant gets the key (under the hold too) with a new token.
+        let c = claim(&mut row, &key(), "n2", TTL, t(10), 12).unwrap();
+        assert_eq!((c.holder.as_str(), c.token), ("n2", FencingToken(12)));
+        assert!(token_is_current(&row, c.token) && !token_is_current(&row, a.token));
+    }
+
+    #[test]
+    fn a_claim_goes_ahead_of_the_queue() {
+        let (mut row, _) = leased_with_queue(&["b"]);
+        let c = claim(&mut row, &key(), "n2", TTL, t(11), 13).unwrap();
+        assert_eq!(c.holder, "n2");
+        assert_eq!(row.waiters.len(), 1, "the waiter keeps its place");
+        let b = release(&mut row, &key(), c.token, t(12), 14)
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.holder, "b");
     }
 
     #[test]

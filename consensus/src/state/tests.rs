@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use ire_core::testsuite::sample_audit_entry;
 use ire_core::{
-    ExecutionQuery, ExecutionRecord, ExecutionStatus, FaultEntry, FaultQuery, FaultState,
-    FencingToken, LockOutcome, ResourceKey, Snapshot,
+    ExecutionQuery, ExecutionRecord, ExecutionStatus, FaultEntry, FaultKind, FaultQuery,
+    FaultState, FencingToken, LockOutcome, OrphanQuery, ResourceKey, Snapshot,
 };
 use openraft::{CommittedLeaderId, EntryPayload};
 
@@ -104,6 +104,7 @@ fn fault(id: &str, resource: &str, token: FencingToken, at: DateTime<Utc>) -> Fa
         resource: key(resource),
         plugin: "network-delay".into(),
         node: "n1".into(),
+        kind: FaultKind::Sustained,
         token,
         snapshot: Some(Snapshot {
             plugin: "network-delay".into(),
@@ -223,65 +224,62 @@ fn fault_with_bad_fields_is_refused_with_the_field_named() {
 }
 
 #[test]
-fn revert_marks_move_a_fault_out_of_the_active_set() {
+fn revert_marks_need_the_current_token_and_move_a_fault_out_of_the_active_set() {
     let mut sm = Sm::new();
     let token = sm.grant("docker/api", "e1", t(0));
     sm.apply(
         Command::record_fault(fault("f1", "docker/api", token, t(1))),
         t(1),
     );
-    let r = sm.apply(
-        Command::MarkRevertFailed {
-            fault_id: "f1".into(),
-            error: "docker down".into(),
-        },
-        t(5),
+    let failed = |token| Command::MarkRevertFailed {
+        fault_id: "f1".into(),
+        error: "docker down".into(),
+        token,
+    };
+    let reverted = |by: &str, token| Command::MarkReverted {
+        fault_id: "f1".into(),
+        by: by.into(),
+        token,
+    };
+    // A token that is not the resource's lease settles nothing.
+    let before = sm.dump();
+    let stale = FencingToken(token.0 + 1);
+    let r = sm.apply(failed(stale), t(2));
+    assert!(
+        matches!(r, Response::Rejected(Rejection::WrongToken { ref holder, .. }) if holder.as_deref() == Some("e1")),
+        "{r:?}"
     );
-    assert_eq!(r, Response::Done);
+    let r = sm.apply(reverted("n2", stale), t(2));
+    assert!(
+        matches!(r, Response::Rejected(Rejection::WrongToken { .. })),
+        "{r:?}"
+    );
+    assert_eq!(sm.dump(), before);
+
+    // The injector's token, even after its lease lapsed (t(10)).
+    assert_eq!(sm.apply(failed(token), t(15)), Response::Done);
     let f = sm.view().fault("f1").unwrap().unwrap();
     assert_eq!(
         f.state,
         FaultState::RevertFailed {
-            at: t(5),
+            at: t(15),
             error: "docker down".into()
         }
     );
     assert_eq!(sm.view().active_faults().unwrap().len(), 1);
-    let r = sm.apply(
-        Command::MarkReverted {
-            fault_id: "f1".into(),
-            by: "n2".into(),
-        },
-        t(6),
-    );
-    assert_eq!(r, Response::Done);
+    assert_eq!(sm.apply(reverted("n2", token), t(16)), Response::Done);
     assert!(sm.view().active_faults().unwrap().is_empty());
     // Idempotent; and a revert failure after the revert is refused.
-    assert_eq!(
-        sm.apply(
-            Command::MarkReverted {
-                fault_id: "f1".into(),
-                by: "n3".into()
-            },
-            t(7)
-        ),
-        Response::Done
-    );
+    assert_eq!(sm.apply(reverted("n3", token), t(17)), Response::Done);
     let f = sm.view().fault("f1").unwrap().unwrap();
     assert_eq!(
         f.state,
         FaultState::Reverted {
-            at: t(6),
+            at: t(16),
             by: "n2".into()
         }
     );
-    let r = sm.apply(
-        Command::MarkRevertFailed {
-            fault_id: "f1".into(),
-            error: "x".into(),
-        },
-        t(8),
-    );
+    let r = sm.apply(failed(token), t(18));
     assert!(
         matches!(r, Response::Rejected(Rejection::BadTransition { .. })),
         "{r:?}"
@@ -290,8 +288,9 @@ fn revert_marks_move_a_fault_out_of_the_active_set() {
         Command::MarkReverted {
             fault_id: "nope".into(),
             by: "n".into(),
+            token,
         },
-        t(8),
+        t(18),
     );
     assert!(
         matches!(r, Response::Rejected(Rejection::NotFound { .. })),
@@ -300,19 +299,93 @@ fn revert_marks_move_a_fault_out_of_the_active_set() {
 }
 
 #[test]
-fn orphaned_faults_are_those_whose_lease_is_no_longer_in_force() {
+fn legacy_marks_without_a_token_still_apply_as_they_did() {
+    let mut sm = Sm::new();
+    let token = sm.grant("docker/api", "e1", t(0));
+    sm.apply(
+        Command::record_fault(fault("f1", "docker/api", token, t(1))),
+        t(1),
+    );
+    let r = sm.apply(
+        Command::LegacyMarkRevertFailed {
+            fault_id: "f1".into(),
+            error: "down".into(),
+        },
+        t(2),
+    );
+    assert_eq!(r, Response::Done);
+    let r = sm.apply(
+        Command::LegacyMarkReverted {
+            fault_id: "f1".into(),
+            by: "n9".into(),
+        },
+        t(3),
+    );
+    assert_eq!(r, Response::Done);
+    assert!(sm.view().active_faults().unwrap().is_empty());
+}
+
+#[test]
+fn an_action_is_ended_never_active_and_never_an_orphan() {
+    let mut sm = Sm::new();
+    let token = sm.grant("docker/api", "e1", t(0));
+    let mut kill = fault("k1", "docker/api", token, t(1));
+    kill.kind = FaultKind::Action;
+    assert_eq!(sm.apply(Command::record_fault(kill), t(1)), Response::Done);
+    assert!(sm.view().active_faults().unwrap().is_empty());
+    // Its lease lapses without the action being ended: still nothing to claim.
+    let claimable = sm
+        .view()
+        .claimable_orphans(t(30), &OrphanQuery::default())
+        .unwrap();
+    assert!(claimable.is_empty(), "{claimable:?}");
+    let r = sm.apply(
+        Command::ClaimOrphan {
+            fault_id: "k1".into(),
+            claimant: "n2".into(),
+            ttl: Duration::from_secs(10),
+        },
+        t(30),
+    );
+    assert!(
+        matches!(r, Response::Rejected(Rejection::BadTransition { .. })),
+        "{r:?}"
+    );
+    let r = sm.apply(
+        Command::MarkReverted {
+            fault_id: "k1".into(),
+            by: "n".into(),
+            token,
+        },
+        t(31),
+    );
+    assert!(format!("{r:?}").contains("fault.kind"), "{r:?}");
+    let end = Command::EndAction {
+        fault_id: "k1".into(),
+        token,
+    };
+    assert_eq!(sm.apply(end.clone(), t(31)), Response::Done);
+    assert_eq!(sm.apply(end, t(32)), Response::Done);
+    assert_eq!(
+        sm.view().fault("k1").unwrap().unwrap().state,
+        FaultState::Ended { at: t(31) }
+    );
+}
+
+#[test]
+fn orphans_are_active_faults_without_a_lease_in_force_and_a_claim_fences_the_injector() {
     let mut sm = Sm::new();
     let a = sm.grant("docker/a", "e1", t(0));
     let b = sm.grant("docker/b", "e2", t(0));
-    sm.apply(
-        Command::record_fault(fault("fa", "docker/a", a, t(1))),
-        t(1),
-    );
-    sm.apply(
-        Command::record_fault(fault("fb", "docker/b", b, t(1))),
-        t(1),
-    );
-    // e2 renews; e1 does not.
+    let c = sm.grant("other/c", "e3", t(0));
+    for (id, k, token) in [
+        ("fa", "docker/a", a),
+        ("fb", "docker/b", b),
+        ("fc", "other/c", c),
+    ] {
+        sm.apply(Command::record_fault(fault(id, k, token, t(1))), t(1));
+    }
+    // e2 renews; e1 and e3 do not.
     sm.apply(
         Command::Renew {
             key: key("docker/b"),
@@ -321,14 +394,79 @@ fn orphaned_faults_are_those_whose_lease_is_no_longer_in_force() {
         },
         t(9),
     );
-    let orphans: Vec<_> = sm
-        .view()
-        .orphaned_faults(t(15))
-        .unwrap()
-        .into_iter()
-        .map(|f| f.id)
-        .collect();
-    assert_eq!(orphans, vec!["fa".to_owned()]);
+    let view = sm.view();
+    let orphans = |q: &OrphanQuery, at| -> Vec<String> {
+        view.claimable_orphans(at, q)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.id)
+            .collect()
+    };
+    assert!(orphans(&OrphanQuery::default(), t(9)).is_empty());
+    assert_eq!(orphans(&OrphanQuery::default(), t(15)), ["fa", "fc"]);
+    let docker = OrphanQuery {
+        adapters: Some(vec!["docker".into()]),
+        limit: None,
+    };
+    assert_eq!(orphans(&docker, t(15)), ["fa"]);
+
+    let claim = |sm: &mut Sm, id: &str, who: &str, at| {
+        sm.apply(
+            Command::ClaimOrphan {
+                fault_id: id.into(),
+                claimant: who.into(),
+                ttl: Duration::from_secs(10),
+            },
+            at,
+        )
+    };
+    // Not before the lease lapsed on the stamped clock.
+    let before = sm.dump();
+    let r = claim(&mut sm, "fa", "n2", t(5));
+    assert!(
+        matches!(r, Response::Rejected(Rejection::LeaseInForce { ref holder, .. }) if holder == "e1"),
+        "{r:?}"
+    );
+    assert_eq!(sm.dump(), before);
+    let grant = match claim(&mut sm, "fa", "n2", t(15)) {
+        Response::Lease(g) => g,
+        other => panic!("claim refused: {other:?}"),
+    };
+    assert_eq!(grant.holder, "n2");
+    assert!(grant.token > a);
+    assert_eq!(grant.expires_at, t(25));
+    // A second claimant is refused while the claim is in force; the injector is fenced.
+    assert!(matches!(
+        claim(&mut sm, "fa", "n3", t(16)),
+        Response::Rejected(Rejection::LeaseInForce { .. })
+    ));
+    let r = sm.apply(
+        Command::MarkReverted {
+            fault_id: "fa".into(),
+            by: "n1".into(),
+            token: a,
+        },
+        t(17),
+    );
+    assert!(
+        matches!(r, Response::Rejected(Rejection::WrongToken { .. })),
+        "{r:?}"
+    );
+    let r = sm.apply(
+        Command::MarkReverted {
+            fault_id: "fa".into(),
+            by: "n2".into(),
+            token: grant.token,
+        },
+        t(17),
+    );
+    assert_eq!(r, Response::Done);
+    // Reverted: nothing left to claim.
+    assert!(matches!(
+        claim(&mut sm, "fa", "n3", t(40)),
+        Response::Rejected(Rejection::BadTransition { .. })
+    ));
+    assert_eq!(orphans(&OrphanQuery::default(), t(40)), ["fc"]);
 }
 
 #[test]
@@ -353,6 +491,7 @@ fn faults_are_queried_by_resource_campaign_time_and_state_with_pagination() {
                 Command::MarkReverted {
                     fault_id: format!("f{i:02}"),
                     by: "n".into(),
+                    token,
                 },
                 t(i * 100 + 2),
             );
@@ -770,7 +909,7 @@ mod replicas {
 
     fn command(kind: u8, k: u8, n: u8, token: u64) -> Command {
         let key = key(&format!("docker/k{}", k % 3));
-        match kind % 8 {
+        match kind % 10 {
             0 | 1 => Command::Acquire {
                 key,
                 holder: format!("h{}", n % 3),
@@ -797,9 +936,20 @@ mod replicas {
                 FencingToken(token),
                 t(n as i64),
             )),
-            _ => Command::MarkReverted {
+            7 => Command::MarkReverted {
                 fault_id: format!("f{}", n % 4),
                 by: "n".into(),
+                token: FencingToken(token),
+            },
+            8 => Command::ClaimOrphan {
+                fault_id: format!("f{}", n % 4),
+                claimant: format!("c{}", n % 2),
+                ttl: Duration::from_secs(2),
+            },
+            _ => Command::MarkRevertFailed {
+                fault_id: format!("f{}", n % 4),
+                error: "e".into(),
+                token: FencingToken(token),
             },
         }
     }

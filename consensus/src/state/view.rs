@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use ire_core::{
-    AuditEntry, ExecutionQuery, ExecutionRecord, FaultEntry, FaultQuery, LockInfo, ResourceKey,
+    AuditEntry, ExecutionQuery, ExecutionRecord, FaultEntry, FaultQuery, LockInfo, OrphanQuery,
+    ResourceKey,
 };
 
 use super::locks::LockRow;
@@ -227,7 +228,7 @@ impl StateView {
         paginate(faults, |f| q.matches(f), q.offset, q.limit)
     }
 
-    /// Every fault still active (injected, or whose revert failed).
+    /// Every fault still active (sustained faults injected, or whose revert failed).
     pub fn active_faults(&self) -> StoreResult<Vec<FaultEntry>> {
         let mut out = Vec::new();
         for kv in self.tables.faults_active.iter() {
@@ -242,17 +243,22 @@ impl StateView {
         Ok(out)
     }
 
-    /// Active faults whose lease is no longer in force at `now` (expired, released, or
-    /// taken by someone else): the faults a surviving node must revert.
-    pub fn orphaned_faults(&self, now: DateTime<Utc>) -> StoreResult<Vec<FaultEntry>> {
+    /// Active faults that an orphan claim would be granted at `now` (no lease in force on
+    /// their resource: it expired or was released), oldest first: what a node's scanner
+    /// claims and reverts. `now` must be the leader's lease clock (see `RaftNode::read`).
+    pub fn claimable_orphans(
+        &self,
+        now: DateTime<Utc>,
+        q: &OrphanQuery,
+    ) -> StoreResult<Vec<FaultEntry>> {
         let mut out = Vec::new();
         for f in self.active_faults()? {
-            let row = self.lock_row(&f.resource)?;
-            if !super::locks::token_is_live(&row, f.token, now) {
+            if q.matches(&f) && self.lock_row(&f.resource)?.live_lease(now).is_none() {
                 out.push(f);
             }
         }
         out.sort_by(|a, b| (a.injected_at, &a.id).cmp(&(b.injected_at, &b.id)));
+        out.truncate(q.limit.unwrap_or(usize::MAX));
         Ok(out)
     }
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigChangeStream, ConfigMap, ConfigProvider};
 use crate::error::{Error, Result};
-use crate::ledger::{FaultEntry, FaultLedger, FaultQuery, FaultState};
+use crate::ledger::{FaultEntry, FaultKind, FaultLedger, FaultQuery, FaultState, OrphanQuery};
 use crate::lock::{FencingToken, LeaseGrant, LockInfo, LockOutcome, LockService, OperatorHold};
 use crate::page::paginate;
 use crate::report::{Query, StorageBackend};
@@ -24,14 +24,114 @@ use crate::security::{
 /// A clock the in-memory services read; tests can move it.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
+/// The last lease granted on a key, kept after it lapses or is released (so that a retried
+/// release is recognised and a ledger write can be checked against the key's current token).
+#[derive(Clone)]
+struct KeyLease {
+    grant: LeaseGrant,
+    released: bool,
+}
+
 #[derive(Default)]
 struct LockTable {
-    leases: BTreeMap<ResourceKey, LeaseGrant>,
+    leases: BTreeMap<ResourceKey, KeyLease>,
+    /// The token of the last lease given back on a key, kept across a later grant so that a
+    /// retried release still answers success.
+    last_released: BTreeMap<ResourceKey, FencingToken>,
     holds: BTreeMap<ResourceKey, OperatorHold>,
     last_token: u64,
 }
 
-/// A single-process [`LockService`] with the replicated one's semantics.
+impl LockTable {
+    /// The lease in force on `key` at `now`.
+    fn live(&self, key: &ResourceKey, now: DateTime<Utc>) -> Option<&LeaseGrant> {
+        self.leases
+            .get(key)
+            .filter(|l| !l.released && l.grant.expires_at > now)
+            .map(|l| &l.grant)
+    }
+
+    /// Grants `key` to `holder` with a new token.
+    fn grant(
+        &mut self,
+        key: &ResourceKey,
+        holder: &str,
+        ttl: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> LeaseGrant {
+        self.last_token += 1;
+        let grant = LeaseGrant {
+            key: key.clone(),
+            holder: holder.to_owned(),
+            token: FencingToken(self.last_token),
+            expires_at: now + ttl,
+        };
+        self.leases.insert(
+            key.clone(),
+            KeyLease {
+                grant: grant.clone(),
+                released: false,
+            },
+        );
+        grant
+    }
+
+    /// Who holds `key` and with which token, for a refusal's message.
+    fn current(&self, key: &ResourceKey, now: DateTime<Utc>) -> String {
+        match (self.live(key, now), self.holds.get(key)) {
+            (_, Some(h)) => format!("{key} is on operator hold by {}: {}", h.by, h.reason),
+            (Some(l), None) => format!("{key} is leased to {} with token {}", l.holder, l.token),
+            (None, None) => format!("{key} has no lease in force"),
+        }
+    }
+
+    /// Checks that `token` is the current, unexpired lease on `key` and that no operator
+    /// hold is on it: what a renewal and a fault record need.
+    fn check_live(&self, key: &ResourceKey, token: FencingToken, now: DateTime<Utc>) -> Result<()> {
+        if self.holds.contains_key(key) {
+            return Err(Error::Conflict {
+                message: format!("token {token} may not act: {}", self.current(key, now)),
+            });
+        }
+        match self.leases.get(key) {
+            Some(l) if l.grant.token == token && !l.released && l.grant.expires_at > now => Ok(()),
+            Some(l) if l.grant.token == token && !l.released => Err(Error::Conflict {
+                message: format!(
+                    "lease on {key} with token {token} expired at {}",
+                    l.grant.expires_at
+                ),
+            }),
+            _ => Err(Error::Conflict {
+                message: format!(
+                    "token {token} is not the current lease: {}",
+                    self.current(key, now)
+                ),
+            }),
+        }
+    }
+
+    /// Checks that `token` is the last lease granted on `key`, in force or not: what settling
+    /// a fault needs (the injector's lease, or an orphan claimant's; never a superseded one).
+    fn check_current(
+        &self,
+        key: &ResourceKey,
+        token: FencingToken,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        match self.leases.get(key) {
+            Some(l) if l.grant.token == token => Ok(()),
+            _ => Err(Error::Conflict {
+                message: format!(
+                    "token {token} is not the current lease: {}",
+                    self.current(key, now)
+                ),
+            }),
+        }
+    }
+}
+
+/// A single-process [`LockService`] with the replicated one's semantics. A [`MemoryLedger`]
+/// made from it ([`MemoryLedger::new`]) checks fencing tokens against its leases.
 #[derive(Clone)]
 pub struct MemoryLockService {
     table: Arc<Mutex<LockTable>>,
@@ -68,6 +168,13 @@ impl Default for MemoryLockService {
     }
 }
 
+fn check_ttl(ttl: Duration) -> Result<chrono::Duration> {
+    if ttl.is_zero() {
+        return Err(Error::invalid("ttl", "must be positive"));
+    }
+    chrono::Duration::from_std(ttl).map_err(|_| Error::invalid("ttl", "too large"))
+}
+
 impl MemoryLockService {
     /// A lock service on the system clock.
     pub fn new() -> Self {
@@ -93,19 +200,12 @@ impl MemoryLockService {
     pub fn grants(&self) -> u64 {
         self.table.lock().unwrap().last_token
     }
-
-    fn ttl(ttl: Duration) -> Result<chrono::Duration> {
-        if ttl.is_zero() {
-            return Err(Error::invalid("ttl", "must be positive"));
-        }
-        chrono::Duration::from_std(ttl).map_err(|_| Error::invalid("ttl", "too large"))
-    }
 }
 
 #[async_trait]
 impl LockService for MemoryLockService {
     async fn acquire(&self, key: &ResourceKey, holder: &str, ttl: Duration) -> Result<LockOutcome> {
-        let ttl = Self::ttl(ttl)?;
+        let ttl = check_ttl(ttl)?;
         if holder.is_empty() {
             return Err(Error::invalid("holder", "must not be empty"));
         }
@@ -117,23 +217,19 @@ impl LockService for MemoryLockService {
                 until: None,
             });
         }
-        if let Some(l) = t.leases.get(key) {
-            if l.expires_at > now && l.holder != holder {
+        if let Some(l) = t.live(key, now) {
+            if l.holder != holder {
                 return Ok(LockOutcome::Held {
                     holder: l.holder.clone(),
                     until: Some(l.expires_at),
                 });
             }
+            // The holder asks again: its lease is extended and keeps its token.
+            let l = t.leases.get_mut(key).expect("a live lease");
+            l.grant.expires_at = now + ttl;
+            return Ok(LockOutcome::Granted(l.grant.clone()));
         }
-        t.last_token += 1;
-        let grant = LeaseGrant {
-            key: key.clone(),
-            holder: holder.to_owned(),
-            token: FencingToken(t.last_token),
-            expires_at: now + ttl,
-        };
-        t.leases.insert(key.clone(), grant.clone());
-        Ok(LockOutcome::Granted(grant))
+        Ok(LockOutcome::Granted(t.grant(key, holder, ttl, now)))
     }
 
     async fn acquire_wait(
@@ -174,36 +270,33 @@ impl LockService for MemoryLockService {
         token: FencingToken,
         ttl: Duration,
     ) -> Result<LeaseGrant> {
-        let ttl = Self::ttl(ttl)?;
+        let ttl = check_ttl(ttl)?;
         let now = (self.clock)();
         let mut t = self.table.lock().unwrap();
-        match t.leases.get_mut(key) {
-            Some(l) if l.token == token && l.expires_at > now => {
-                l.expires_at = now + ttl;
-                Ok(l.clone())
-            }
-            Some(l) if l.token == token => Err(Error::Conflict {
-                message: format!(
-                    "lease on {key} with token {token} expired at {}",
-                    l.expires_at
-                ),
-            }),
-            _ => Err(Error::Conflict {
-                message: format!("token {token} is not the current lease on {key}"),
-            }),
-        }
+        t.check_live(key, token, now)?;
+        let l = t.leases.get_mut(key).expect("checked");
+        l.grant.expires_at = now + ttl;
+        Ok(l.grant.clone())
     }
 
     async fn release(&self, key: &ResourceKey, token: FencingToken) -> Result<()> {
+        let now = (self.clock)();
         let mut t = self.table.lock().unwrap();
-        match t.leases.get(key) {
-            Some(l) if l.token == token => {
-                t.leases.remove(key);
+        let t = &mut *t;
+        match t.leases.get_mut(key) {
+            Some(l) if l.grant.token == token => {
+                l.released = true;
+                t.last_released.insert(key.clone(), token);
                 self.released.notify_waiters();
                 Ok(())
             }
+            // A retry of a release that took effect (the key may have been taken since).
+            _ if t.last_released.get(key) == Some(&token) => Ok(()),
             _ => Err(Error::Conflict {
-                message: format!("token {token} is not the current lease on {key}"),
+                message: format!(
+                    "token {token} is not the current lease: {}",
+                    t.current(key, now)
+                ),
             }),
         }
     }
@@ -232,38 +325,76 @@ impl LockService for MemoryLockService {
         let t = self.table.lock().unwrap();
         Ok(LockInfo {
             key: key.clone(),
-            lease: t.leases.get(key).filter(|l| l.expires_at > now).cloned(),
+            lease: t.live(key, now).cloned(),
             hold: t.holds.get(key).cloned(),
         })
     }
 }
 
-/// A single-process [`FaultLedger`].
-#[derive(Clone, Default)]
+/// A single-process [`FaultLedger`] over a [`MemoryLockService`]'s leases: it checks fencing
+/// tokens and grants orphan claims as the replicated ledger does.
+#[derive(Clone)]
 pub struct MemoryLedger {
     faults: Arc<Mutex<Vec<FaultEntry>>>,
+    locks: MemoryLockService,
 }
 
 impl MemoryLedger {
-    /// An empty ledger.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty ledger whose tokens are `locks`' leases.
+    pub fn new(locks: &MemoryLockService) -> Self {
+        MemoryLedger {
+            faults: Arc::default(),
+            locks: locks.clone(),
+        }
     }
 
-    fn update(&self, id: &str, state: FaultState) -> Result<()> {
-        let mut f = self.faults.lock().unwrap();
-        let e = f
+    /// Settles fault `id` with `token`: `change` checks the entry and moves its state
+    /// (`Ok(false)`: already there, nothing to do).
+    fn settle(
+        &self,
+        id: &str,
+        token: FencingToken,
+        change: impl FnOnce(&mut FaultEntry, DateTime<Utc>) -> Result<bool>,
+    ) -> Result<()> {
+        let now = (self.locks.clock)();
+        let table = self.locks.table.lock().unwrap();
+        let mut faults = self.faults.lock().unwrap();
+        let e = faults
             .iter_mut()
             .find(|e| e.id == id)
             .ok_or_else(|| Error::not_found("fault", id))?;
-        e.state = state;
+        let mut changed = e.clone();
+        if change(&mut changed, now)? {
+            table.check_current(&e.resource, token, now)?;
+            *e = changed;
+        }
         Ok(())
     }
+}
+
+/// Refuses a write meant for the other kind of fault.
+fn expect_kind(e: &FaultEntry, kind: FaultKind, what: &str) -> Result<()> {
+    if e.kind == kind {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "fault.kind",
+        format!(
+            "fault {} is {} fault: it cannot be {what}",
+            e.id,
+            match e.kind {
+                FaultKind::Action => "an action, not a sustained",
+                FaultKind::Sustained => "a sustained fault, not an action",
+            }
+        ),
+    ))
 }
 
 #[async_trait]
 impl FaultLedger for MemoryLedger {
     async fn record_fault(&self, entry: FaultEntry) -> Result<()> {
+        let now = (self.locks.clock)();
+        let table = self.locks.table.lock().unwrap();
         let mut f = self.faults.lock().unwrap();
         if let Some(existing) = f.iter().find(|e| e.id == entry.id) {
             if *existing == entry {
@@ -273,28 +404,123 @@ impl FaultLedger for MemoryLedger {
                 message: format!("fault {} is already recorded", entry.id),
             });
         }
+        if entry.state != FaultState::Injected {
+            return Err(Error::invalid(
+                "fault.state",
+                format!(
+                    "a fault is recorded as injected, not {}",
+                    entry.state.name()
+                ),
+            ));
+        }
+        table.check_live(&entry.resource, entry.token, now)?;
         f.push(entry);
         Ok(())
     }
 
-    async fn mark_reverted(&self, fault_id: &str, by: &str) -> Result<()> {
-        self.update(
-            fault_id,
-            FaultState::Reverted {
-                at: Utc::now(),
-                by: by.to_owned(),
-            },
-        )
+    async fn end_action(&self, fault_id: &str, token: FencingToken) -> Result<()> {
+        self.settle(fault_id, token, |e, at| {
+            expect_kind(e, FaultKind::Action, "ended")?;
+            if matches!(e.state, FaultState::Ended { .. }) {
+                return Ok(false);
+            }
+            e.state = FaultState::Ended { at };
+            Ok(true)
+        })
     }
 
-    async fn mark_revert_failed(&self, fault_id: &str, error: &str) -> Result<()> {
-        self.update(
-            fault_id,
-            FaultState::RevertFailed {
-                at: Utc::now(),
+    async fn mark_reverted(&self, fault_id: &str, by: &str, token: FencingToken) -> Result<()> {
+        if by.trim().is_empty() {
+            return Err(Error::invalid("mark_reverted.by", "must not be empty"));
+        }
+        self.settle(fault_id, token, |e, at| {
+            expect_kind(e, FaultKind::Sustained, "reverted")?;
+            if matches!(e.state, FaultState::Reverted { .. }) {
+                return Ok(false);
+            }
+            e.state = FaultState::Reverted {
+                at,
+                by: by.to_owned(),
+            };
+            Ok(true)
+        })
+    }
+
+    async fn mark_revert_failed(
+        &self,
+        fault_id: &str,
+        error: &str,
+        token: FencingToken,
+    ) -> Result<()> {
+        if error.trim().is_empty() {
+            return Err(Error::invalid(
+                "mark_revert_failed.error",
+                "must say why the revert failed",
+            ));
+        }
+        self.settle(fault_id, token, |e, at| {
+            expect_kind(e, FaultKind::Sustained, "reverted")?;
+            if matches!(e.state, FaultState::Reverted { .. }) {
+                return Err(Error::Conflict {
+                    message: format!("fault {}: cannot go from reverted to revert-failed", e.id),
+                });
+            }
+            e.state = FaultState::RevertFailed {
+                at,
                 error: error.to_owned(),
-            },
-        )
+            };
+            Ok(true)
+        })
+    }
+
+    async fn claim_orphan(
+        &self,
+        fault_id: &str,
+        claimant: &str,
+        ttl: Duration,
+    ) -> Result<LeaseGrant> {
+        let ttl = check_ttl(ttl)?;
+        if claimant.trim().is_empty() {
+            return Err(Error::invalid("claim_orphan.claimant", "must not be empty"));
+        }
+        let now = (self.locks.clock)();
+        let mut table = self.locks.table.lock().unwrap();
+        let faults = self.faults.lock().unwrap();
+        let e = faults
+            .iter()
+            .find(|e| e.id == fault_id)
+            .ok_or_else(|| Error::not_found("fault", fault_id))?;
+        if !e.is_active() {
+            return Err(Error::Conflict {
+                message: format!(
+                    "fault {fault_id} is not an active sustained fault ({} {}): nothing to claim",
+                    e.kind.name(),
+                    e.state.name()
+                ),
+            });
+        }
+        if let Some(l) = table.live(&e.resource, now) {
+            return Err(Error::Conflict {
+                message: format!(
+                    "fault {fault_id} is not orphaned: {} is leased to {} with token {} until {}",
+                    e.resource, l.holder, l.token, l.expires_at
+                ),
+            });
+        }
+        Ok(table.grant(&e.resource, claimant, ttl, now))
+    }
+
+    async fn claimable_orphans(&self, query: &OrphanQuery) -> Result<Vec<FaultEntry>> {
+        let now = (self.locks.clock)();
+        let table = self.locks.table.lock().unwrap();
+        let faults = self.faults.lock().unwrap();
+        let mut out: Vec<FaultEntry> = faults
+            .iter()
+            .filter(|e| e.is_active() && query.matches(e) && table.live(&e.resource, now).is_none())
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.injected_at, &a.id).cmp(&(b.injected_at, &b.id)));
+        Ok(paginate(out, 0, query.limit))
     }
 
     async fn fault(&self, fault_id: &str) -> Result<FaultEntry> {

@@ -56,6 +56,16 @@ pub async fn lock_conformance(locks: &dyn LockService, prefix: &str, short_ttl: 
         locks.lock_info(&a).await.unwrap().lease.is_some(),
         "a wrong-token release freed the key"
     );
+    // A refusal names who holds the key and with which token.
+    let refused = locks
+        .renew(&a, wrong, long)
+        .await
+        .expect_err("renew with a wrong token was accepted")
+        .chain_message();
+    assert!(
+        refused.contains("exec-1") && refused.contains(&g1.token.to_string()),
+        "the refusal does not name the current holder and token: {refused}"
+    );
     locks
         .release(&a, g1.token)
         .await
@@ -64,6 +74,10 @@ pub async fn lock_conformance(locks: &dyn LockService, prefix: &str, short_ttl: 
         locks.lock_info(&a).await.unwrap().lease.is_none(),
         "release did not free the key"
     );
+    locks
+        .release(&a, g1.token)
+        .await
+        .expect("a retried release is accepted");
 
     // Tokens only grow.
     let g2 = granted(
@@ -126,6 +140,21 @@ pub async fn lock_conformance(locks: &dyn LockService, prefix: &str, short_ttl: 
         locks.acquire(&c, "exec-5", long).await.unwrap(),
         "unheld key",
     );
+    // A hold placed on a leased key stops its holder: renewals are refused (the holder stops
+    // acting when its safe window closes), until the hold is lifted.
+    locks.hold(&c, "alice", "incident").await.expect("hold");
+    match locks.renew(&c, g5.token, long).await {
+        Err(e) => assert!(
+            matches!(e.root(), Error::Conflict { .. }) && e.chain_message().contains("alice"),
+            "a renewal under a hold was refused without naming the hold: {e}"
+        ),
+        Ok(g) => panic!("the holder renewed under an operator hold: {g:?}"),
+    }
+    locks.unhold(&c).await.expect("unhold");
+    locks
+        .renew(&c, g5.token, long)
+        .await
+        .expect("renew once the hold is lifted");
     locks.release(&c, g5.token).await.unwrap();
 
     // A waiting acquire is handed the lease when the holder releases it during the wait.
@@ -149,6 +178,16 @@ pub async fn lock_conformance(locks: &dyn LockService, prefix: &str, short_ttl: 
     assert!(
         g7.token > g6.token,
         "[p98] a handed-over token did not grow"
+    );
+    // The releaser's retry (its answer was lost) is told the release took effect.
+    locks
+        .release(&d, g6.token)
+        .await
+        .expect("a retried release after a hand-off is accepted");
+    assert_eq!(
+        locks.lock_info(&d).await.unwrap().lease.map(|l| l.token),
+        Some(g7.token),
+        "a retried release took the lease from the waiter it was handed to"
     );
     // A wait that runs out answers who holds the key.
     match locks
