@@ -9,35 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::lock::{FencingToken, LeaseGrant};
-use crate::plugin::Snapshot;
+use crate::plugin::{FaultKind, Snapshot};
 use crate::resource::ResourceKey;
-
-/// What kind of fault an entry records.
-///
-/// An **action** (kill, restart, delete) is done once and leaves nothing to revert: its entry
-/// is closed with [`FaultLedger::end_action`] when the action ends, and it is never active or
-/// orphaned. A **sustained** fault (pause, network fault, stress, scale) is in force until it
-/// is reverted: while it is, it is active, and once its lease has expired it is an orphan
-/// that another node claims ([`FaultLedger::claim_orphan`]) and reverts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FaultKind {
-    /// Done once; nothing to revert.
-    Action,
-    /// In force until reverted (what entries recorded before kinds existed were).
-    #[default]
-    Sustained,
-}
-
-impl FaultKind {
-    /// The kind's name, for queries and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultKind::Action => "action",
-            FaultKind::Sustained => "sustained",
-        }
-    }
-}
 
 /// Where a fault is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -104,7 +77,11 @@ pub struct FaultEntry {
     pub plugin: String,
     /// The node that injected it.
     pub node: String,
-    /// Action or sustained fault (entries recorded before kinds existed are sustained).
+    /// Action or sustained fault, as its plugin declares (entries recorded before kinds
+    /// existed are sustained). An action (kill, restart, delete) is closed with
+    /// [`FaultLedger::end_action`] and is never active or orphaned; a sustained fault (pause,
+    /// network fault, stress, scale) is active until reverted, and an orphan once its lease
+    /// has expired.
     #[serde(default)]
     pub kind: FaultKind,
     /// The lease it was injected under.

@@ -43,7 +43,7 @@ pub use execution::{
     ExecutionRequest, ExecutionStrategy, ExponentialBackoff, FixedErrorHandler, ResultSender,
     StepCondition, StepPredicate, Workflow, WorkflowResult, WorkflowStep,
 };
-pub use ledger::{FaultEntry, FaultKind, FaultLedger, FaultQuery, FaultState, OrphanQuery};
+pub use ledger::{FaultEntry, FaultLedger, FaultQuery, FaultState, OrphanQuery};
 pub use lock::{FencingToken, LeaseGrant, LockInfo, LockOutcome, LockService, OperatorHold};
 pub use monitor::{
     EventStream, HealthCheck, HealthCheckStrategy, HealthStatus, HealthStatusType, Monitor,

@@ -416,6 +416,7 @@ async fn a_campaign_resumes_from_the_store_after_its_coordinator_dies() {
             resource: db.key.clone(),
             plugin: "pause".into(),
             node: "dead-node".into(),
+            kind: ire_core::FaultKind::Sustained,
             token: lease.token,
             snapshot: Some(snapshot.clone()),
             injected_at: chrono::Utc::now(),

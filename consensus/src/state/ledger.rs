@@ -144,7 +144,7 @@ pub fn check_claimable(f: &FaultEntry) -> Result<(), Rejection> {
     if !f.is_active() {
         return Err(Rejection::BadTransition {
             what: format!("fault {}", f.id),
-            from: format!("{} {}", f.kind.name(), f.state.name()),
+            from: format!("{} {}", f.kind.as_str(), f.state.name()),
             to: "claimed as an orphan".into(),
         });
     }

@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigChangeStream, ConfigMap, ConfigProvider};
 use crate::error::{Error, Result};
-use crate::ledger::{FaultEntry, FaultKind, FaultLedger, FaultQuery, FaultState, OrphanQuery};
+use crate::ledger::{FaultEntry, FaultLedger, FaultQuery, FaultState, OrphanQuery};
 use crate::lock::{FencingToken, LeaseGrant, LockInfo, LockOutcome, LockService, OperatorHold};
 use crate::page::paginate;
+use crate::plugin::FaultKind;
 use crate::report::{Query, StorageBackend};
 use crate::resource::{Resource, ResourceKey};
 use crate::security::{
@@ -494,7 +495,7 @@ impl FaultLedger for MemoryLedger {
             return Err(Error::Conflict {
                 message: format!(
                     "fault {fault_id} is not an active sustained fault ({} {}): nothing to claim",
-                    e.kind.name(),
+                    e.kind.as_str(),
                     e.state.name()
                 ),
             });

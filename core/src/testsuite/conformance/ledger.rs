@@ -7,9 +7,9 @@ use chrono::Utc;
 
 use super::eventually;
 use crate::error::Error;
-use crate::ledger::{FaultEntry, FaultKind, FaultLedger, FaultQuery, FaultState, OrphanQuery};
+use crate::ledger::{FaultEntry, FaultLedger, FaultQuery, FaultState, OrphanQuery};
 use crate::lock::{FencingToken, LeaseGrant, LockOutcome, LockService};
-use crate::plugin::Snapshot;
+use crate::plugin::{FaultKind, Snapshot};
 use crate::resource::ResourceKey;
 
 /// A fault entry on `resource` under `token`, of `kind`, in `campaign`.
