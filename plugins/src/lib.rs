@@ -3,6 +3,8 @@
 //! - [`grimops`] (chaos): `kill`, `stop`, `pause` (sustained), `unpause`, `restart`,
 //!   `delete`, `scale` (sustained).
 //! - [`necroops`] (healing): `restart-unhealthy`, `wait-healthy`, `scale-to`.
+//! - [`network`] (chaos, sustained): `network-delay`, `network-loss`, `network-corrupt`,
+//!   `network-duplicate`, `network-reorder`, `network-bandwidth`, `network-partition`.
 //!
 //! Every plugin is written against ire-core alone: it names the adapter capabilities it
 //! needs (the engine checks them before anything runs), declares whether it is an action
@@ -13,6 +15,7 @@
 
 pub mod grimops;
 pub mod necroops;
+pub mod network;
 mod support;
 
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use ire_core::{Plugin, PluginRegistry, Result};
 pub fn catalog() -> Vec<Arc<dyn Plugin>> {
     let mut all = grimops::plugins();
     all.extend(necroops::plugins());
+    all.extend(network::plugins());
     all
 }
 
