@@ -208,11 +208,34 @@ async fn a_process_on_the_host_network_is_refused_with_the_fix() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_the_adapter_removes_its_namespaces_and_switch() {
+async fn a_subnet_in_use_is_refused_and_closing_removes_the_namespaces_and_switch() {
     let (a, name) = fleet("c", vec![in_namespace("one")], false).await;
     let ns = format!("/run/netns/ire-{name}-one");
     let sw = format!("/run/netns/ire-sw-{name}");
     assert!(std::path::Path::new(&ns).exists() && std::path::Path::new(&sw).exists());
+    // Another adapter on the same subnet would take the host's route from this one.
+    let (_, network) = instance("c");
+    let other = format!("{name}x");
+    let e = ProcessAdapter::start(
+        &other,
+        &ProcessConfig {
+            processes: vec![in_namespace("two")],
+            autostart: false,
+            network: network.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err()
+    .chain_message();
+    assert!(
+        e.contains("network.subnet") && e.contains(&format!("{} overlaps", network.subnet)),
+        "{e}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/run/netns/ire-sw-{other}")).exists(),
+        "nothing of the refused adapter is left"
+    );
     a.close().await.unwrap();
     assert!(!std::path::Path::new(&ns).exists());
     assert!(!std::path::Path::new(&sw).exists());

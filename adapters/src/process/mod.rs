@@ -101,14 +101,18 @@ impl EnvironmentAdapter for ProcessAdapter {
                 .map_err(|m| Error::invalid(format!("adapters.{name}.name"), m))?;
             let autostart = cfg.autostart;
             let sup = Arc::new(Supervisor::new(&name, cfg));
-            for spec in &fleet {
-                sup.add(spec.clone())?;
+            let added = fleet.iter().try_for_each(|spec| sup.add(spec.clone()));
+            if let Err(e) = added {
+                // Leave no network namespace behind a failed initialization.
+                let _ = sup.release_networks();
+                return Err(e);
             }
             if autostart {
                 for spec in fleet.iter().filter(|s| s.autostart) {
                     if let Err(e) = sup.start(&spec.name) {
                         // Leave nothing running behind a failed initialization.
                         let _ = sup.stop_all(Duration::ZERO).await;
+                        let _ = sup.release_networks();
                         return Err(e.context(format!("starting process {:?}", spec.name)));
                     }
                 }

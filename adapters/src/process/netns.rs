@@ -158,13 +158,17 @@ impl Switch {
     /// Creates the switch, or adopts it.
     fn ensure(&self) -> Result<()> {
         let (ns, hv) = (self.ns.as_str(), self.host_veth.as_str());
+        let fresh = ip(&["link", "show", hv]).is_err();
+        if fresh {
+            self.refuse_overlapping_routes()?;
+        }
         if !netns_exists(ns) {
             ip(&["netns", "add", ns])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
             ip(&["-n", ns, "link", "set", "br0", "up"])?;
         }
-        if ip(&["link", "show", hv]).is_err() {
+        if fresh {
             ip(&[
                 "link", "add", hv, "type", "veth", "peer", "name", "uplink", "netns", ns,
             ])?;
@@ -175,6 +179,35 @@ impl Switch {
             ip(&["-n", ns, "link", "set", "uplink", "up"])?;
         }
         Ok(())
+    }
+
+    /// Refuses a subnet the host already routes elsewhere (another adapter's switch, a
+    /// Docker network, a leftover): the gateway's route would shadow, or be shadowed by, the
+    /// other one, and the host would lose its way to one side.
+    fn refuse_overlapping_routes(&self) -> Result<()> {
+        let subnet = self.config.subnet.to_string();
+        let mut overlaps: Vec<String> = Vec::new();
+        // `root`: routes inside the subnet; `match`: routes containing it.
+        for how in ["root", "match"] {
+            for line in ip(&["-4", "-o", "route", "show", how, &subnet])?.lines() {
+                let line = line.trim();
+                let ours = line.split_whitespace().any(|w| w == self.host_veth);
+                let seen = overlaps.iter().any(|o| o == line);
+                if !line.is_empty() && !line.starts_with("default") && !ours && !seen {
+                    overlaps.push(line.to_owned());
+                }
+            }
+        }
+        if overlaps.is_empty() {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            format!("process adapter {:?} network.subnet", self.instance),
+            format!(
+                "{subnet} overlaps the host's route {}; choose a subnet no other network uses",
+                overlaps.join("; ")
+            ),
+        ))
     }
 
     /// The namespace of process `process` at `address`, created or adopted.

@@ -446,17 +446,22 @@ impl Supervisor {
         self.closed.cancel();
         if self.config.stop_on_close {
             self.stop_all(self.config.stop_grace).await?;
-            let namespaces: Vec<ProcessNetns> = self
-                .lock()
-                .values()
-                .filter_map(|m| m.netns.clone())
-                .collect();
-            for n in &namespaces {
-                self.switch.detach(n)?;
-            }
-            self.switch.remove()?;
+            self.release_networks()?;
         }
         Ok(())
+    }
+
+    /// Removes the processes' network namespaces and the switch.
+    pub fn release_networks(&self) -> Result<()> {
+        let namespaces: Vec<ProcessNetns> = self
+            .lock()
+            .values()
+            .filter_map(|m| m.netns.clone())
+            .collect();
+        for n in &namespaces {
+            self.switch.detach(n)?;
+        }
+        self.switch.remove()
     }
 
     /// Sends a signal to the process group; SIGSTOP/SIGTSTP pause it, SIGCONT resumes it.
