@@ -3,6 +3,9 @@
 //! the same plugin through the engine on process and docker targets, measured from inside
 //! the target.
 
+// The adapters' tests read busybox `ping` the same way.
+#[path = "../../adapters/tests/ping_support/mod.rs"]
+mod ping_support;
 mod support;
 
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use ire_core::{
     PluginConfig, PluginContext, Snapshot,
 };
 use ire_plugins::network;
+use ping_support::{parse_ping, ping_command};
 use serde_json::json;
 use support::docker::Containers;
 use support::Rig;
@@ -161,40 +165,14 @@ async fn hooks_prepare_in_pre_execute_apply_in_execute_and_revert_from_the_snaps
     assert!(e.to_string().contains("fault id"), "{e}");
 }
 
-/// Average round trip (ms) and replies of `ping` from `from` to `ip`, inside the target.
+/// Replies and average round trip (ms) of `ping` from `from` to `ip`, inside the target.
 async fn ping(env: &Arc<dyn EnvironmentAdapter>, from: &str, ip: &str, count: u32) -> (u32, f64) {
-    let cmd: Vec<String> = format!("busybox ping -c {count} -i 0.05 -W 1 {ip}")
-        .split_whitespace()
-        .map(String::from)
-        .collect();
     let out = env
-        .exec_in_resource(from, &cmd, &ExecOptions::default())
+        .exec_in_resource(from, &ping_command(ip, count), &ExecOptions::default())
         .await
         .unwrap();
-    let text = out.stdout_text().into_owned();
-    let replies = text
-        .lines()
-        .find_map(|l| {
-            l.split_once("transmitted, ")?
-                .1
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0);
-    let avg = text
-        .lines()
-        .find_map(|l| {
-            l.split_once("min/avg/max = ")?
-                .1
-                .split('/')
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(f64::NAN);
-    (replies, avg)
+    let (replies, avg) = parse_ping(&out.stdout_text());
+    (replies, avg.unwrap_or(f64::NAN))
 }
 
 /// network-delay through the engine for 4 s on `key`: the round trip to `peer` measured
@@ -222,6 +200,8 @@ async fn delay_through_the_engine(rig: &Rig, key: &str, peer: &str) {
     );
     let r = h.wait().await.unwrap();
     assert!(r.is_success(), "{r:?}");
+    let backend = r.metadata["networkBackend"].as_str().unwrap_or_default();
+    assert!(["netem", "userspace"].contains(&backend), "{r:?}");
     let (_, after) = ping(&rig.env, key, peer, 5).await;
     assert!(
         after < base + 5.0,
@@ -229,35 +209,46 @@ async fn delay_through_the_engine(rig: &Rig, key: &str, peer: &str) {
     );
 }
 
+/// Busybox processes `names`, each in its own network namespace, under a unique adapter
+/// name and subnet.
+async fn process_fleet(tag: &str, names: &[&str]) -> (Arc<ProcessAdapter>, String) {
+    let instance = format!("{tag}{}", std::process::id());
+    // The host's end of each switch is on the host: concurrent fleets need their own subnet.
+    let h = instance
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let subnet = format!("198.18.{}.0/24", 1 + h % 250);
+    let specs = names
+        .iter()
+        .map(|name| {
+            let mut s = ProcessSpec::new(name, "busybox", &["sleep", "3600"]);
+            s.network = Some(ProcessNetwork {
+                namespace: true,
+                address: None,
+            });
+            s
+        })
+        .collect();
+    let procs = ProcessAdapter::start(
+        &instance,
+        &ProcessConfig {
+            processes: specs,
+            stop_grace: Duration::from_secs(2),
+            network: NetworkConfig {
+                subnet: subnet.parse().unwrap(),
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    (Arc::new(procs), instance)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_delay_is_one_plugin_on_process_and_docker_targets() {
     // Processes, each in its own network namespace.
-    let instance = format!("pn{}", std::process::id());
-    let subnet = format!("198.18.{}.0/24", 1 + std::process::id() % 250);
-    let mut specs = Vec::new();
-    for name in ["api", "db"] {
-        let mut s = ProcessSpec::new(name, "busybox", &["sleep", "3600"]);
-        s.network = Some(ProcessNetwork {
-            namespace: true,
-            address: None,
-        });
-        specs.push(s);
-    }
-    let procs = Arc::new(
-        ProcessAdapter::start(
-            &instance,
-            &ProcessConfig {
-                processes: specs,
-                stop_grace: Duration::from_secs(2),
-                network: NetworkConfig {
-                    subnet: subnet.parse().unwrap(),
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let (procs, instance) = process_fleet("pn", &["api", "db"]).await;
     let rig = Rig::new(&instance, procs.clone()).await;
     let db = rig
         .env
@@ -290,4 +281,108 @@ async fn network_delay_is_one_plugin_on_process_and_docker_targets() {
         &b,
     ]);
     delay_through_the_engine(&rig, &a_key, b_ip.trim()).await;
+}
+
+/// The namespace's qdiscs and nftables rules, as a revert must leave them.
+fn namespace_state(netns: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "sh",
+            "-c",
+            "tc qdisc show; nft list ruleset",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_partition_through_the_engine_cuts_only_the_peers_its_selector_names() {
+    let (procs, instance) = process_fleet("pp", &["api", "db", "cache"]).await;
+    let rig = Rig::new(&instance, procs.clone()).await;
+    let key = |name: &str| format!("{instance}/{name}");
+    let mut ip = std::collections::HashMap::new();
+    for name in ["api", "db", "cache"] {
+        let r = rig.env.get_resource(&key(name)).await.unwrap();
+        ip.insert(name, r.annotations["network.address"].clone());
+    }
+    let api_ns = format!("ire-{instance}-api");
+    let before = namespace_state(&api_ns);
+
+    // A selector that matches nothing fails the step, saying so, and changes nothing.
+    let r = rig
+        .run(
+            network::PARTITION,
+            &key("api"),
+            json!({"peers": {"resources": {"names": ["no-such-*"]}}}),
+            Some("3s"),
+        )
+        .await;
+    let e = match r {
+        Ok(r) => {
+            assert!(!r.is_success(), "{r:?}");
+            r.error.unwrap_or_default()
+        }
+        Err(e) => e.chain_message(),
+    };
+    assert!(e.contains("matches no resource"), "{e}");
+    assert_eq!(
+        namespace_state(&api_ns),
+        before,
+        "a failed prepare changes nothing"
+    );
+
+    // db, both ways, for 4 s: only db is cut off, then everything is back.
+    let req = rig
+        .request(
+            network::PARTITION,
+            &key("api"),
+            json!({"peers": {"resources": {"names": ["db"]}}, "direction": "both"}),
+            Some("4s"),
+        )
+        .await;
+    let mut h = rig.engine.execute_async(req).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while ping(&rig.env, &key("api"), &ip["db"], 1).await.0 > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "api still reaches db after 3 s"
+        );
+    }
+    assert_eq!(
+        ping(&rig.env, &key("db"), &ip["api"], 3).await.0,
+        0,
+        "db reaches api"
+    );
+    assert_eq!(
+        ping(&rig.env, &key("api"), &ip["cache"], 3).await.0,
+        3,
+        "api to cache"
+    );
+    assert_eq!(
+        ping(&rig.env, &key("cache"), &ip["api"], 3).await.0,
+        3,
+        "cache to api"
+    );
+    let r = h.wait().await.unwrap();
+    assert!(r.is_success(), "{r:?}");
+    assert_eq!(
+        ping(&rig.env, &key("api"), &ip["db"], 3).await.0,
+        3,
+        "reconnected"
+    );
+    assert_eq!(
+        namespace_state(&api_ns),
+        before,
+        "the namespace as it was found"
+    );
+    procs.close().await.unwrap();
 }
